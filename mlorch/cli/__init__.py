@@ -1,0 +1,41 @@
+"""``mlorch`` command line. Each sub-command lives in its own module with ``add_parser``/``main``.
+
+Errors mlorch raises on purpose (``MlorchError``) print one clear line and exit 2;
+anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from mlorch.errors import MlorchError
+
+__all__ = ["main"]
+
+# name -> module under mlorch.cli providing add_parser(subparsers) and main(args) -> int
+COMMANDS = {"run": "mlorch.cli.run"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlorch", description="Run ML flows and sweeps on a Dask cluster.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module in COMMANDS.items():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = importlib.import_module(COMMANDS[args.command])
+    try:
+        return int(command.main(args) or 0)
+    except MlorchError as exc:
+        print(f"mlorch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mlorch: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,41 @@
+"""``mlorch run file.py:flow --set k=v --cluster cluster.yaml``: one flow run, with progress."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+from typing import Any
+
+from mlorch.errors import ConfigError
+
+__all__ = ["add_parser", "main"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="run a flow once", description="Run a flow once on a cluster.")
+    p.add_argument("target", help="path/to/file.py:flow_name")
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="flow parameter")
+    p.add_argument("--cluster", help="cluster YAML (default: a local cluster)")
+    p.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    import mlorch as mo
+    from mlorch.cli.targets import load_target, parse_overrides
+    from mlorch.execution.runner import run_flow
+
+    flow = load_target(args.target)
+    if not isinstance(flow, mo.Flow):
+        raise ConfigError(f"target {args.target!r} is a {type(flow).__name__}, not an @mo.flow")
+    params = parse_overrides(args.overrides)
+    known = list(flow.signature.parameters)
+    for key in params:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; parameters: {', '.join(known)}"
+            raise ConfigError(f"--set {key}: flow '{flow.name}' has no parameter '{key}'{hint}")
+    with mo.cluster(args.cluster) as handle:
+        result = run_flow(flow, (), params, cluster=handle, progress=not args.no_progress)
+    print(json.dumps(result, default=repr, indent=2))
+    return 0

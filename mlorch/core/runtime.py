@@ -1,0 +1,134 @@
+"""Runs one task call where the graph puts it (a worker thread, or the caller for sync runs).
+
+Retries live here, not in distributed: distributed's ``retries=`` re-queues at once,
+with no backoff, no ``retry_on`` and no per-task timeout. Sleeping between attempts
+holds the worker thread (and the task's resources), which is what a flaky GPU job
+wants: it keeps its slot.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from mlorch.core.cache import MISSING, ResultCache
+from mlorch.core.context import TaskContext, _current, gpu_ids_from_env
+from mlorch.errors import TaskFailedError, TaskTimeoutError
+
+if TYPE_CHECKING:
+    from mlorch.core.task import Task
+
+__all__ = ["TaskCall", "execute", "add_task_finalizer", "backoff_delay"]
+
+# Callbacks run after every attempt-series, e.g. tracking flushes its metric buffer.
+_finalizers: list[Callable[[TaskContext, BaseException | None], None]] = []
+
+
+def add_task_finalizer(fn: Callable[[TaskContext, BaseException | None], None]) -> None:
+    """Register ``fn(ctx, error)`` to run in the worker thread when a task call ends."""
+    if fn not in _finalizers:
+        _finalizers.append(fn)
+
+
+@dataclass(frozen=True)
+class TaskCall:
+    """Everything a worker needs to run one node besides its inputs."""
+
+    task: Task[..., Any]
+    key: str
+    run: Mapping[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+
+
+def backoff_delay(attempt: int, delay: float, backoff: float, jitter: float, rng: random.Random | None = None) -> float:
+    """Seconds to wait after failed ``attempt`` (1-based): delay * backoff**(attempt-1), +/- jitter."""
+    base = delay * (backoff ** (attempt - 1))
+    if jitter:
+        base *= 1 + (rng or random).uniform(-jitter, jitter)
+    return max(0.0, base)
+
+
+def execute(call: TaskCall, *args: Any, **kwargs: Any) -> Any:
+    """Run ``call.task`` with retries, timeout, cache and context; the graph's callable."""
+    task = call.task
+    cache = ResultCache(call.cache_dir) if (task.cache and call.cache_dir) else None
+    if cache is not None:
+        value = cache.get(call.key)
+        if value is not MISSING:
+            return value
+    gpu_ids = gpu_ids_from_env() if task.resources.get("GPU") else ()
+    attempt = 0
+    while True:
+        attempt += 1
+        ctx = TaskContext(task.name, call.key, attempt, task.resources, gpu_ids, call.run)
+        token = _current.set(ctx)
+        error: BaseException | None = None
+        try:
+            value = _call(task, ctx, args, kwargs)
+        except BaseException as exc:  # noqa: BLE001 - decided below
+            error = exc
+        finally:
+            _current.reset(token)
+        if error is None:
+            _finalize(ctx, None)
+            if cache is not None:
+                cache.put(call.key, value)
+            return value
+        retryable = isinstance(error, task.retry_on) and isinstance(error, Exception)
+        if not retryable or attempt > task.retries:
+            _finalize(ctx, error)
+            raise _final_error(task.name, attempt, error) from error
+        time.sleep(backoff_delay(attempt, task.retry_delay, task.backoff, task.jitter))
+
+
+def _finalize(ctx: TaskContext, error: BaseException | None) -> None:
+    for fn in _finalizers:
+        try:
+            fn(ctx, error)
+        except Exception:  # a tracking hiccup must not turn a good result into a failure
+            import logging
+
+            logging.getLogger("mlorch.runtime").exception("task finalizer %r failed", fn)
+
+
+def _final_error(name: str, attempts: int, error: BaseException) -> TaskFailedError:
+    tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
+    if isinstance(error, _AttemptTimeout):
+        return TaskTimeoutError(name, attempts, f"task '{name}' timed out after {error.seconds:g} s ({tries})", None)
+    if isinstance(error, TaskFailedError):  # a nested flow's task already named itself
+        return TaskFailedError(name, attempts, f"task '{name}' failed after {tries}: {error}", error)
+    return TaskFailedError(name, attempts, f"task '{name}' failed after {tries}: {type(error).__name__}: {error}", error)
+
+
+class _AttemptTimeout(TimeoutError):
+    def __init__(self, seconds: float):
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+def _call(task: Task[..., Any], ctx: TaskContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if task.timeout is None:
+        return task.fn(*args, **kwargs)
+    # Python cannot kill a thread: the attempt runs in a daemon thread and is abandoned
+    # (not stopped) on timeout. Long loops can poll mo.context() to stop early.
+    outcome: dict[str, Any] = {}
+    run_ctx = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            outcome["value"] = run_ctx.run(task.fn, *args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"mlorch-{task.name}", daemon=True)
+    thread.start()
+    thread.join(task.timeout)
+    if thread.is_alive():
+        raise _AttemptTimeout(task.timeout)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

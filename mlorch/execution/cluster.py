@@ -1,0 +1,184 @@
+"""Starting and connecting to dask clusters, GPU-aware.
+
+A local cluster runs one worker process per GPU with ``CUDA_VISIBLE_DEVICES``
+pinned to that device and ``resources={"GPU": 1}`` (the pattern dask-cuda uses and
+distributed's docs recommend), plus CPU-only workers. ``gpus=N`` declares N slots
+on a machine without GPUs. Each kind of cluster is a provider in ``PROVIDERS``; the
+HPC kinds (``slurm``, ``pbs``...) plug in there through dask-jobqueue.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from distributed import Client, LocalCluster, Nanny
+
+from mlorch.errors import ClusterError, ConfigError
+from mlorch.execution.gpus import detect_gpus
+from mlorch.execution.logs import subscribe_task_logs
+from mlorch.log import get_logger
+
+__all__ = ["ClusterHandle", "PROVIDERS", "active_cluster", "default_cluster", "start_local", "connect"]
+
+log = get_logger("mlorch.cluster")
+
+# Environment for every process mlorch starts: nothing phones home.
+QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+@dataclass
+class ClusterHandle:
+    """A running cluster and its client; a context manager that closes what it opened."""
+
+    client: Client
+    kind: str
+    cluster: Any = None
+    gpu_ids: list[str] = field(default_factory=list)
+    owns_cluster: bool = True
+
+    @property
+    def dashboard_link(self) -> str | None:
+        try:
+            return self.client.dashboard_link if self.client.scheduler_info().get("services", {}).get("dashboard") else None
+        except Exception:
+            return None
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def worker_resources(self) -> list[dict[str, float]]:
+        return [dict(w.get("resources") or {}) for w in self.client.scheduler_info(n_workers=-1)["workers"].values()]
+
+    def close(self) -> None:
+        _deactivate(self)
+        try:
+            self.client.close()
+        finally:
+            if self.owns_cluster and self.cluster is not None:
+                self.cluster.close()
+
+    def __enter__(self) -> ClusterHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_local(
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    gpus: int | str = "auto",
+    gpu_threads: int = 2,
+    memory_limit: str | float | None = "auto",
+    dashboard_address: str | None = ":8787",
+    env: dict[str, str] | None = None,
+) -> ClusterHandle:
+    """A LocalCluster of worker processes: one per GPU (pinned), the rest CPU-only.
+
+    Args:
+        n_workers: total worker processes (default: max(#GPUs, min(#CPUs, 4))).
+        gpus: "auto" detects devices; an integer declares that many (fake) slots.
+        gpu_threads: threads of a GPU worker, so that ``{"GPU": 0.5}`` tasks can share a device.
+    """
+    os.environ.update(QUIET_ENV)
+    gpu_ids = detect_gpus() if gpus == "auto" else [str(i) for i in range(int(gpus))]
+    if n_workers is None:
+        n_workers = max(len(gpu_ids), min(os.cpu_count() or 1, 4))
+    if n_workers < len(gpu_ids):
+        raise ConfigError(
+            f"n_workers={n_workers} is less than gpus={len(gpu_ids)}: a local cluster runs one worker "
+            f"process per GPU; use n_workers >= {len(gpu_ids)}"
+        )
+    base_env = {**QUIET_ENV, **(env or {})}
+    try:
+        cluster = LocalCluster(
+            n_workers=0,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address=dashboard_address,
+            env=base_env,
+        )
+    except Exception as exc:
+        raise ClusterError(f"could not start a local cluster: {type(exc).__name__}: {exc}") from exc
+    memory = cluster.new_worker_spec()
+    template = next(iter(memory.values()))["options"] if memory else {}
+    specs: dict[str, dict[str, Any]] = {}
+    for i, device in enumerate(gpu_ids):
+        options = {
+            **template,
+            "nthreads": max(gpu_threads, 1),
+            "resources": {"GPU": 1},
+            "env": {**base_env, "CUDA_VISIBLE_DEVICES": device},
+            "name": f"gpu-{device}",
+        }
+        specs[f"gpu-{device}"] = {"cls": Nanny, "options": options}
+    for i in range(n_workers - len(gpu_ids)):
+        options = {**template, "nthreads": threads_per_worker, "env": dict(base_env), "name": f"cpu-{i}"}
+        specs[f"cpu-{i}"] = {"cls": Nanny, "options": options}
+    cluster.worker_spec.update(specs)
+    try:
+        cluster.sync(cluster._correct_state)
+        client = Client(cluster, set_as_default=False)
+        client.wait_for_workers(n_workers, timeout=120)
+    except Exception as exc:
+        cluster.close()
+        raise ClusterError(f"local cluster workers did not start: {type(exc).__name__}: {exc}") from exc
+    return _ready(ClusterHandle(client=client, kind="local", cluster=cluster, gpu_ids=gpu_ids))
+
+
+def connect(address: str, timeout: float = 30) -> ClusterHandle:
+    """Attach to a running scheduler (``kind: address``); closing detaches, the cluster stays."""
+    os.environ.update(QUIET_ENV)
+    try:
+        client = Client(address, timeout=timeout, set_as_default=False)
+    except Exception as exc:
+        raise ClusterError(f"could not reach the scheduler at {address!r}: {type(exc).__name__}: {exc}") from exc
+    return _ready(ClusterHandle(client=client, kind="address", owns_cluster=False))
+
+
+def _ready(handle: ClusterHandle) -> ClusterHandle:
+    subscribe_task_logs(handle.client)
+    link = handle.dashboard_link
+    gpus = f", {len(handle.gpu_ids)} GPU slot(s)" if handle.gpu_ids else ""
+    log.info("%s cluster with %d worker(s)%s; dashboard: %s", handle.kind, handle.n_workers, gpus, link or "off")
+    _stack.append(handle)
+    return handle
+
+
+# Provider registry: kind -> factory taking the validated config's fields.
+PROVIDERS: dict[str, Callable[..., ClusterHandle]] = {"local": start_local, "address": connect}
+
+_stack: list[ClusterHandle] = []
+_default: ClusterHandle | None = None
+_default_lock = threading.Lock()
+
+
+def _deactivate(handle: ClusterHandle) -> None:
+    if handle in _stack:
+        _stack.remove(handle)
+
+
+def active_cluster() -> ClusterHandle | None:
+    """The innermost cluster opened with ``mo.cluster`` and not yet closed."""
+    return _stack[-1] if _stack else None
+
+
+def default_cluster() -> ClusterHandle:
+    """The active cluster, or a local one started on first use and closed at exit."""
+    global _default
+    handle = active_cluster()
+    if handle is not None:
+        return handle
+    with _default_lock:
+        if _default is None or _default.client.status != "running":
+            log.info("no cluster open: starting a local one (use `with mo.cluster(...)` to choose)")
+            _default = start_local(dashboard_address=None)
+            _deactivate(_default)
+            atexit.register(_default.close)
+        return _default

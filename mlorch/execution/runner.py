@@ -1,0 +1,173 @@
+"""Running a flow on a distributed cluster: trace, check resources, submit, gather.
+
+Intermediate results stay on the workers: the client holds futures (so keys are
+computed once per run and reused by ``.result()`` and later submissions) but only
+gathers the keys a caller asked for. Every key is submitted under its content
+address, so two runs of the same task with the same inputs share one key.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from distributed import Client, Future
+
+from mlorch.core.flow import Flow, set_runner
+from mlorch.core.trace import Ref, Trace, collect_refs, substitute
+from mlorch.errors import ResourceUnavailableError
+from mlorch.execution.cluster import ClusterHandle, active_cluster, default_cluster
+
+__all__ = ["DistributedBackend", "FlowRun", "RunHook", "add_run_hook", "run_flow", "install"]
+
+
+@dataclass
+class FlowRun:
+    """One execution of a flow, as hooks (tracking, sweeps) see it."""
+
+    flow: Flow[..., Any]
+    params: dict[str, Any]
+    cluster: ClusterHandle
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    info: dict[str, Any] = field(default_factory=dict)  # hooks add ids workers need (e.g. MLflow run id)
+    started: float = field(default_factory=time.time)
+    failed_task: str | None = None
+
+
+class RunHook(Protocol):
+    """Extension points around a flow run; tracking is one."""
+
+    def on_run_start(self, run: FlowRun) -> None: ...
+    def on_run_end(self, run: FlowRun, result: Any, error: BaseException | None) -> None: ...
+
+
+_hooks: list[Callable[[FlowRun], RunHook | None]] = []
+
+
+def add_run_hook(factory: Callable[[FlowRun], RunHook | None]) -> None:
+    """Register ``factory(run)``; it returns a hook for that run, or None to stay out."""
+    if factory not in _hooks:
+        _hooks.append(factory)
+
+
+class DistributedBackend:
+    """Submits parts of a trace to a Client and keeps their futures for the run."""
+
+    def __init__(self, client: Client):
+        self.client = client
+        self.futures: dict[str, Future] = {}
+        self._offers: list[dict[str, float]] | None = None
+
+    def compute(self, trace: Trace, keys: list[str]) -> list[Any]:
+        self.submit(trace, keys)
+        return self.client.gather([self.futures[k] for k in keys])
+
+    def submit(self, trace: Trace, keys: list[str]) -> list[Future]:
+        missing = [k for k in dict.fromkeys(keys) if k not in self.futures]
+        if missing:
+            needed = trace.ancestors(missing)
+            self.check_resources(trace, needed)
+            futures = self.client.get(trace.graph(needed), missing, sync=False)
+            self.futures.update(zip(missing, futures))
+        return [self.futures[k] for k in keys]
+
+    def check_resources(self, trace: Trace, keys: set[str]) -> None:
+        """Fail fast on a request no worker can ever meet (distributed would wait forever)."""
+        requests = trace.resource_requests(keys)
+        if not requests:
+            return
+        for attempt in (0, 1):
+            if self._offers is None or attempt:
+                info = self.client.scheduler_info(n_workers=-1)["workers"]
+                self._offers = [dict(w.get("resources") or {}) for w in info.values()]
+            unmet = {req: name for req, name in requests.items() if not any(_meets(o, req) for o in self._offers)}
+            if not unmet:
+                return
+        req, name = next(iter(unmet.items()))
+        offered = sorted({f"{k}={v:g}" for o in self._offers for k, v in o.items()}) or ["none"]
+        raise ResourceUnavailableError(
+            f"task '{name}' asks for resources {dict(req)}, but no worker of this cluster has them "
+            f"(workers offer: {', '.join(offered)}). Start the cluster with enough slots, e.g. "
+            f"mo.cluster(gpus=1) or `gpus: 1` in the cluster YAML."
+        )
+
+    def release(self) -> None:
+        for future in self.futures.values():
+            future.release()
+        self.futures.clear()
+
+
+def _meets(offer: dict[str, float], request: tuple[tuple[str, float], ...]) -> bool:
+    return all(offer.get(name, 0) >= amount for name, amount in request)
+
+
+def run_flow(
+    flow: Flow[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    cluster: ClusterHandle | None = None,
+    progress: bool = False,
+    cache_dir: str | None = None,
+    extra_hooks: list[RunHook] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Any:
+    """Trace ``flow`` on ``cluster`` (default: the active one), run it, return concrete values.
+
+    ``info`` presets ``FlowRun.info`` (what workers see as ``mo.context().run``); a sweep
+    uses it to hand a trial its MLflow child run and trial number.
+    """
+    from mlorch.project import cache_dir as default_cache_dir
+
+    handle = cluster or active_cluster() or default_cluster()
+    run = FlowRun(flow=flow, params=flow.bind(args, kwargs), cluster=handle, info=dict(info or {}))
+    hooks = [h for h in (factory(run) for factory in _hooks) if h is not None] + list(extra_hooks or [])
+    for hook in hooks:
+        hook.on_run_start(run)
+    backend = DistributedBackend(handle.client)
+    trace = Trace(backend=backend, run=run.info, cache_dir=str(cache_dir or default_cache_dir()))
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        value = flow.trace_into(trace, (), run.params)
+        refs: list[Ref] = []
+        collect_refs(value, refs)
+        outputs = [r.key for r in refs]
+        futures = backend.submit(trace, outputs + trace.leaves())
+        if progress and futures:
+            from distributed import progress as show_progress
+
+            show_progress(futures)
+        for future in futures:
+            exc = future.exception()  # waits; None when the task succeeded
+            if exc is not None:
+                run.failed_task = getattr(exc, "task", None) or trace.names.get(future.key, str(future.key))
+                future.result()  # raises the task's error here
+        values = handle.client.gather(futures[: len(outputs)]) if outputs else []
+        result = substitute(value, dict(zip(outputs, values)))
+        return result
+    except BaseException as exc:
+        error = exc
+        if run.failed_task is None:
+            run.failed_task = getattr(exc, "task", None)
+        raise
+    finally:
+        backend.release()
+        for hook in reversed(hooks):
+            hook.on_run_end(run, result, error)
+
+
+def _graph_backend() -> DistributedBackend | Any:
+    handle = active_cluster()
+    if handle is None:
+        from mlorch.core.local import SyncBackend
+
+        return SyncBackend()
+    return DistributedBackend(handle.client)
+
+
+def install() -> None:
+    """Make top-level flow calls run through ``run_flow``."""
+    set_runner(run_flow, _graph_backend)

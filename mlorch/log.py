@@ -1,0 +1,30 @@
+"""The ``mlorch`` logger namespace; one stderr handler, added on first use (as Optuna does)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+__all__ = ["get_logger", "set_verbosity"]
+
+_configured = False
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger under ``mlorch``, with a console handler on the root ``mlorch`` logger."""
+    global _configured
+    if not _configured:
+        root = logging.getLogger("mlorch")
+        if not root.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("[mlorch] %(message)s"))
+            root.addHandler(handler)
+            root.setLevel(logging.INFO)
+            root.propagate = False
+        _configured = True
+    return logging.getLogger(name if name.startswith("mlorch") else f"mlorch.{name}")
+
+
+def set_verbosity(level: int | str) -> None:
+    """Set the level of every mlorch logger, e.g. ``set_verbosity("WARNING")`` in a notebook."""
+    get_logger("mlorch").setLevel(level)
