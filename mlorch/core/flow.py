@@ -60,7 +60,7 @@ class Flow(Generic[P, R]):
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise TaskArgumentError(f"flow '{self.name}{self.signature}' cannot be called that way: {exc}") from None
+            raise TaskArgumentError(f"flow '{self.name}{str(self.signature).replace(chr(39), '')}' cannot be called that way: {exc}") from None
         bound.apply_defaults()
         return dict(bound.arguments)
 
@@ -94,7 +94,7 @@ class Flow(Generic[P, R]):
         needs are run on the active cluster (or in-process) to know the shape.
         """
         backend = _graph_backend() if _graph_backend is not None else _sync_backend()
-        trace = Trace(backend=backend, check_pickle=False)
+        trace = Trace(backend=backend)
         value = self.trace_into(trace, args, kwargs)
         refs: list[Ref] = []
         collect_refs(value, refs)

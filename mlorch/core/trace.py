@@ -118,7 +118,7 @@ class Trace:
             task.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TaskArgumentError(
-                f"task '{task.name}{task.signature}' cannot be called with "
+                f"task '{task.name}{_plain(task.signature)}' cannot be called with "
                 f"{_describe_call(args, kwargs)}: {exc}"
             ) from None
         deps: set[str] = set()
@@ -296,6 +296,11 @@ def _check_picklable(value: Any, task: str, where: Any) -> None:
             f"sent to a worker ({type(exc).__name__}: {exc}). Pass something picklable (a path, a config "
             "dict) and open the resource inside the task."
         ) from None
+
+
+def _plain(signature: Any) -> str:
+    """A signature as written, without the quotes postponed annotations add."""
+    return str(signature).replace("'", "")
 
 
 def _describe_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:

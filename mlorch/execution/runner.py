@@ -61,10 +61,13 @@ class DistributedBackend:
         self._offers: list[dict[str, float]] | None = None
 
     def compute(self, trace: Trace, keys: list[str]) -> list[Any]:
-        self.submit(trace, keys)
+        """Values for ``keys`` mid-trace; their ancestors stay held, since the rest of the flow may reuse them."""
+        needed = trace.ancestors(keys)
+        self.submit(trace, list(needed))
         return self.client.gather([self.futures[k] for k in keys])
 
     def submit(self, trace: Trace, keys: list[str]) -> list[Future]:
+        """Futures for ``keys``; only what is not yet held is sent, with the ancestors it needs."""
         missing = [k for k in dict.fromkeys(keys) if k not in self.futures]
         if missing:
             needed = trace.ancestors(missing)
@@ -139,7 +142,8 @@ def run_flow(
         if progress and futures:
             from distributed import progress as show_progress
 
-            show_progress(futures)
+            with handle.client.as_current():
+                show_progress(futures, multi=False)
         for future in futures:
             exc = future.exception()  # waits; None when the task succeeded
             if exc is not None:

@@ -1,0 +1,208 @@
+"""The task side of tracking: buffer what a task logs and ship it to the single writer.
+
+Workers never open the MLflow store. Everything a task logs becomes a small
+msgpack-able event on the topic ``mlorch-track``, sent with ``Worker.log_event``
+over the worker's ordered stream to the scheduler and on to the driver, which
+writes it (see ``mlorch.tracking.sink``). Metrics are buffered per process and
+sent as one event per ~1000 points or per second, and always when a task call ends
+(a runtime finalizer), so ``log_metric`` costs an append, not a database round trip.
+
+Large payloads (artifacts, models over ``STAGE_BYTES``) are not pushed through the
+scheduler: the worker keeps them and the event carries a handle the driver uses to
+fetch them (``client.run(take_blob, ...)``) straight from that worker.
+
+Each worker counts the events it sent per run; the driver compares that with what it
+received before it closes a run (the flush barrier in ``sink.barrier``).
+
+Outside a worker (the driver itself, a sync backend) events go straight to the
+driver's sink in this process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import Any, Callable
+
+from mlorch.core.context import TaskContext, current_or_none
+
+__all__ = [
+    "TOPIC",
+    "FLUSH_POINTS",
+    "FLUSH_SECONDS",
+    "STAGE_BYTES",
+    "Target",
+    "current_target",
+    "emit",
+    "flush",
+    "push_metric",
+    "sent_counts",
+    "take_blob",
+]
+
+TOPIC = "mlorch-track"
+FLUSH_POINTS = 1000  # MLflow's log_batch limit: one event becomes one request
+FLUSH_SECONDS = 1.0
+STAGE_BYTES = 1 << 20
+
+Target = tuple[str, str]  # (tracking uri, MLflow run id)
+
+# Driver-side delivery for events produced in the driver's own process (set by sink).
+local_delivery: Callable[[dict[str, Any]], None] | None = None
+# Where logging goes when no task is running in this thread: the driver's current flow run.
+_driver_targets: list[Target] = []
+
+
+def push_driver_target(target: Target) -> None:
+    _driver_targets.append(target)
+
+
+def pop_driver_target(target: Target) -> None:
+    if target in _driver_targets:
+        _driver_targets.remove(target)
+
+
+def current_target(ctx: TaskContext | None = None) -> Target | None:
+    """The run that logging in this thread belongs to, or None when there is none."""
+    ctx = ctx if ctx is not None else current_or_none()
+    if ctx is not None:
+        run_id = ctx.run.get("mlflow_run_id")
+        uri = ctx.run.get("mlflow_tracking_uri")
+        return (str(uri), str(run_id)) if run_id and uri else None
+    return _driver_targets[-1] if _driver_targets else None
+
+
+def _worker() -> Any | None:
+    try:
+        from distributed import get_worker
+
+        return get_worker()
+    except (ImportError, ValueError):
+        return None
+
+
+class _Outbox:
+    """Per-process metric buffer and event sender, shared by all task threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.metrics: dict[Target, list[list[Any]]] = defaultdict(list)
+        self.count = 0
+        self.sent: dict[str, int] = defaultdict(int)
+        self.blobs: dict[str, bytes] = {}
+        self.worker: Any = None
+        self.last_flush = time.monotonic()
+        self.flusher: threading.Thread | None = None
+
+    # -- metrics --------------------------------------------------------------------
+    def push(self, target: Target, points: list[list[Any]]) -> None:
+        worker = None
+        with self.lock:
+            self.metrics[target].extend(points)
+            self.count += len(points)
+            due = self.count >= FLUSH_POINTS or time.monotonic() - self.last_flush >= FLUSH_SECONDS
+            if self.worker is None:
+                worker = _worker()
+        if worker is not None:
+            self.worker = worker
+            self._start_flusher()
+        if due:
+            self.flush()
+
+    def flush(self, run_id: str | None = None) -> None:
+        """Send buffered metrics (of one run, or all) now."""
+        with self.lock:
+            if run_id is None:
+                pending, self.metrics = self.metrics, defaultdict(list)
+            else:
+                pending = {t: self.metrics.pop(t) for t in list(self.metrics) if t[1] == run_id}
+            self.count = sum(len(v) for v in self.metrics.values())
+            self.last_flush = time.monotonic()
+        for (uri, rid), points in pending.items():
+            for start in range(0, len(points), FLUSH_POINTS):
+                self.send({"kind": "metrics", "uri": uri, "run": rid, "metrics": points[start : start + FLUSH_POINTS]})
+
+    def _start_flusher(self) -> None:
+        if self.flusher is not None and self.flusher.is_alive():
+            return
+        self.flusher = threading.Thread(target=self._flush_loop, name="mlorch-track-flush", daemon=True)
+        self.flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            if self.count:
+                try:
+                    self.flush()
+                except Exception:  # the worker may be closing; the task-end flush still runs
+                    pass
+
+    # -- events ---------------------------------------------------------------------
+    def send(self, msg: dict[str, Any]) -> None:
+        worker = self.worker or _worker()
+        if worker is None:
+            if local_delivery is None:
+                from mlorch.tracking import sink  # noqa: F401  (installs local_delivery)
+            assert local_delivery is not None
+            local_delivery(msg)
+            return
+        self.worker = worker
+        msg["worker"] = worker.address
+        with self.lock:  # count and send under one lock: the barrier never sees a count ahead of its events
+            self.sent[msg["run"]] += 1
+            worker.log_event(TOPIC, msg)
+
+    def stage(self, data: bytes) -> dict[str, Any]:
+        """Inline small payloads; keep big ones here and return a handle to fetch them."""
+        if len(data) <= STAGE_BYTES or (self.worker or _worker()) is None:
+            return {"data": data}
+        blob = uuid.uuid4().hex
+        with self.lock:
+            self.blobs[blob] = data
+        return {"blob": blob}
+
+
+_outbox = _Outbox()
+
+
+def push_metric(target: Target, points: list[list[Any]]) -> None:
+    _outbox.push(target, points)
+
+
+def emit(target: Target, kind: str, **fields: Any) -> None:
+    """Send one non-metric event (params, tags, artifact, model...) for ``target``'s run."""
+    uri, run_id = target
+    _outbox.send({"kind": kind, "uri": uri, "run": run_id, **fields})
+
+
+def stage(data: bytes) -> dict[str, Any]:
+    return _outbox.stage(data)
+
+
+def flush(run_id: str | None = None) -> None:
+    _outbox.flush(run_id)
+
+
+def sent_counts(run_id: str) -> int:
+    """Flush ``run_id``'s buffer, then say how many events this worker sent for it (the barrier)."""
+    _outbox.flush(run_id)
+    with _outbox.lock:
+        return _outbox.sent.get(run_id, 0)
+
+
+def take_blob(blob: str) -> bytes | None:
+    """Hand a staged payload to the driver (once)."""
+    with _outbox.lock:
+        return _outbox.blobs.pop(blob, None)
+
+
+def on_task_end(ctx: TaskContext, error: BaseException | None) -> None:
+    """Runtime finalizer: a task's points leave the worker before its result does."""
+    target = current_target(ctx)
+    if target is None:
+        return
+    if ctx.gpu_ids:
+        emit(target, "gpus", task=ctx.task, ids=[int(i) for i in ctx.gpu_ids])
+    _outbox.flush()

@@ -1,0 +1,132 @@
+"""Keeping secrets out of the store: ``mo.Secret`` and name patterns.
+
+A value is secret when it is wrapped in :class:`Secret` or when its parameter name
+matches one of ``secret_patterns()`` (``*password*``, ``*token*``, ``*key*``,
+``*secret*``...; ``MLORCH_SECRET_PATTERNS`` or :func:`set_secret_patterns` change
+them). Secrets are written as ``***``. Their plain text is also remembered per
+process so it can be scrubbed from free text (tags, error messages, the config
+artifact, the command line) where it might leak by accident.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import threading
+from typing import Any, Iterable
+
+__all__ = ["MASK", "Secret", "is_secret_name", "remember", "reveal", "scrub", "secret_patterns", "set_secret_patterns"]
+
+MASK = "***"
+DEFAULT_PATTERNS = ("*password*", "*passwd*", "*token*", "*key*", "*secret*", "*credential*")
+
+_patterns: tuple[str, ...] | None = None
+_known: set[str] = set()  # plain texts seen, to scrub from free text
+_lock = threading.Lock()
+
+
+class Secret:
+    """A value that must never be written to tracking: params, tags and artifacts show ``***``.
+
+    >>> s = Secret("hunter2")
+    >>> str(s), repr(s), s.get()
+    ('***', "Secret('***')", 'hunter2')
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any):
+        self._value = value.get() if isinstance(value, Secret) else value
+        remember(self._value)
+
+    def get(self) -> Any:
+        """The real value, for the code that needs it (a client, a connection)."""
+        return self._value
+
+    @property
+    def value(self) -> Any:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __format__(self, spec: str) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("mlorch.Secret", self._value))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Secret, (self._value,))
+
+    def __dask_tokenize__(self) -> str:
+        # A digest, so graph keys and dashboards never carry the plain value.
+        return "mlorch.Secret-" + hashlib.sha256(repr(self._value).encode()).hexdigest()
+
+
+def secret_patterns() -> tuple[str, ...]:
+    """Name patterns (fnmatch, case-insensitive) whose values are masked."""
+    if _patterns is not None:
+        return _patterns
+    env = os.environ.get("MLORCH_SECRET_PATTERNS")
+    if env:
+        return tuple(p.strip().lower() for p in env.split(",") if p.strip())
+    return DEFAULT_PATTERNS
+
+
+def set_secret_patterns(patterns: Iterable[str] | None) -> None:
+    """Replace the name patterns for this process (None restores the default / environment)."""
+    global _patterns
+    _patterns = None if patterns is None else tuple(p.lower() for p in patterns)
+
+
+def is_secret_name(name: str) -> bool:
+    """True when any part of a dotted name matches a secret pattern."""
+    lowered = name.lower()
+    candidates = [lowered, *lowered.split(".")]
+    return any(fnmatch.fnmatchcase(c, p) for p in secret_patterns() for c in candidates)
+
+
+def remember(value: Any) -> None:
+    """Record a secret's text so :func:`scrub` removes it from free text."""
+    text = value if isinstance(value, str) else None if value is None else str(value)
+    if text and len(text) >= 4:  # shorter strings would mangle ordinary text
+        with _lock:
+            _known.add(text)
+
+
+def reveal(value: Any) -> Any:
+    """The plain value of a Secret; anything else unchanged."""
+    return value.get() if isinstance(value, Secret) else value
+
+
+def scrub(text: str) -> str:
+    """``text`` with every remembered secret replaced by ``***``."""
+    if not _known or not text:
+        return text
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def mask(name: str, value: Any) -> Any:
+    """``***`` when the name or the value is secret (remembering it), else the value."""
+    if isinstance(value, Secret):
+        return MASK
+    if is_secret_name(name) and value is not None:
+        for item in value if isinstance(value, (list, tuple, set)) else [value]:
+            remember(reveal(item))
+        return MASK
+    if isinstance(value, (list, tuple)) and any(isinstance(v, Secret) for v in value):
+        return type(value)(MASK if isinstance(v, Secret) else v for v in value)
+    return value
