@@ -33,6 +33,7 @@ class AddressClusterConfig(_Strict):
 
     kind: Literal["address"]
     address: str
+    timeout: float = Field(default=30, gt=0, description="seconds to wait for the scheduler")
 
 
 ClusterConfig = LocalClusterConfig | AddressClusterConfig

@@ -116,11 +116,13 @@ def run_flow(
     cache_dir: str | None = None,
     extra_hooks: list[RunHook] | None = None,
     info: dict[str, Any] | None = None,
+    backend: DistributedBackend | None = None,
 ) -> Any:
     """Trace ``flow`` on ``cluster`` (default: the active one), run it, return concrete values.
 
     ``info`` presets ``FlowRun.info`` (what workers see as ``mo.context().run``); a sweep
-    uses it to hand a trial its MLflow child run and trial number.
+    uses it to hand a trial its MLflow child run and trial number. ``backend`` lets a
+    sweep keep keys shared by its trials (its ``release()`` decides what is let go).
     """
     from mlorch.project import cache_dir as default_cache_dir
 
@@ -129,7 +131,7 @@ def run_flow(
     hooks = [h for h in (factory(run) for factory in _hooks) if h is not None] + list(extra_hooks or [])
     for hook in hooks:
         hook.on_run_start(run)
-    backend = DistributedBackend(handle.client)
+    backend = backend or DistributedBackend(handle.client)
     trace = Trace(backend=backend, run=run.info, cache_dir=str(cache_dir or default_cache_dir()))
     result: Any = None
     error: BaseException | None = None

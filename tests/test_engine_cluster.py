@@ -1,0 +1,93 @@
+"""Cluster configs are validated; local and address kinds work; the dashboard link is printed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from distributed import LocalCluster
+
+import mlorch as mo
+from mlorch.config import load_cluster_config
+from tests.resources import engine_flows as ef
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_shipped_cluster_configs_are_valid():
+    for name in os.listdir(os.path.join(ROOT, "configs", "cluster")):
+        cfg = load_cluster_config(os.path.join(ROOT, "configs", "cluster", name))
+        assert cfg.kind in ("local", "address")
+
+
+def test_unknown_field_names_the_field_the_file_and_a_suggestion(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("kind: local\nn_wokers: 2\n")
+    with pytest.raises(mo.ConfigError) as info:
+        mo.cluster(path)
+    assert str(info.value) == f"{path}: unknown field 'n_wokers'; did you mean 'n_workers'?"
+
+
+def test_wrong_type_names_the_field_and_value(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("kind: local\nthreads_per_worker: many\n")
+    with pytest.raises(mo.ConfigError, match=rf"{path}: field 'threads_per_worker': .*\(got 'many'\)"):
+        load_cluster_config(path)
+
+
+def test_invalid_yaml_and_unknown_kind(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("kind: [local\n")
+    with pytest.raises(mo.ConfigError, match=rf"{path}: invalid YAML"):
+        load_cluster_config(path)
+    path.write_text("kind: lokal\n")
+    with pytest.raises(mo.ConfigError, match="unknown cluster kind 'lokal'; did you mean 'local'"):
+        load_cluster_config(path)
+    path.write_text("kind: slurm\n")
+    with pytest.raises(mo.ConfigError, match="'slurm' clusters .* not available in this version"):
+        load_cluster_config(path)
+    with pytest.raises(mo.ConfigError, match="cannot read config file"):
+        load_cluster_config(tmp_path / "missing.yaml")
+
+
+def test_more_gpus_than_workers_is_refused():
+    with pytest.raises(mo.ConfigError, match="n_workers=1 is less than gpus=2"):
+        mo.cluster(n_workers=1, gpus=2)
+
+
+def test_address_kind_attaches_to_a_running_scheduler(tmp_path, no_tracking):
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None, processes=True) as existing:
+        config = tmp_path / "address.yaml"
+        config.write_text(f"kind: address\naddress: {existing.scheduler_address}\n")
+        with mo.cluster(config) as handle:
+            assert handle.kind == "address" and handle.n_workers == 1
+            assert ef.outer(3) == 25
+        # closing the handle detaches; the scheduler we did not start keeps running
+        assert existing.status.name == "running"
+
+
+def test_unreachable_address_is_a_cluster_error():
+    with pytest.raises(mo.ClusterError, match="could not reach the scheduler at 'tcp://127.0.0.1:9'"):
+        mo.cluster(kind="address", address="tcp://127.0.0.1:9", timeout=2)
+
+
+def test_dashboard_link_is_printed(tmp_path):
+    code = (
+        "import mlorch as mo\n"
+        "with mo.cluster(n_workers=1, gpus=0, dashboard_address='127.0.0.1:0'):\n"
+        "    pass\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "local cluster with 1 worker(s); dashboard: http://127.0.0.1:" in out.stderr
+
+
+def test_gpu_detection_reads_cuda_visible_devices(monkeypatch):
+    from mlorch.execution.gpus import detect_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert detect_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert detect_gpus() == []
