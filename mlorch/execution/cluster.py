@@ -178,7 +178,7 @@ def default_cluster() -> ClusterHandle:
     with _default_lock:
         if _default is None or _default.client.status != "running":
             log.info("no cluster open: starting a local one (use `with mo.cluster(...)` to choose)")
-            _default = start_local(dashboard_address=None)
+            _default = start_local()
             _deactivate(_default)
             atexit.register(_default.close)
         return _default

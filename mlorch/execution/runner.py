@@ -19,6 +19,7 @@ from mlorch.core.flow import Flow, set_runner
 from mlorch.core.trace import Ref, Trace, collect_refs, substitute
 from mlorch.errors import ResourceUnavailableError
 from mlorch.execution.cluster import ClusterHandle, active_cluster, default_cluster
+from mlorch.project import cache_dir as default_cache_dir
 
 __all__ = ["DistributedBackend", "FlowRun", "RunHook", "add_run_hook", "run_flow", "install"]
 
@@ -124,8 +125,6 @@ def run_flow(
     uses it to hand a trial its MLflow child run and trial number. ``backend`` lets a
     sweep keep keys shared by its trials (its ``release()`` decides what is let go).
     """
-    from mlorch.project import cache_dir as default_cache_dir
-
     handle = cluster or active_cluster() or default_cluster()
     run = FlowRun(flow=flow, params=flow.bind(args, kwargs), cluster=handle, info=dict(info or {}))
     hooks = [h for h in (factory(run) for factory in _hooks) if h is not None] + list(extra_hooks or [])
