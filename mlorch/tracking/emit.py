@@ -7,7 +7,7 @@ writes it (see ``mlorch.tracking.sink``). Metrics are buffered per process and
 sent as one event per ~1000 points or per second, and always when a task call ends
 (a runtime finalizer), so ``log_metric`` costs an append, not a database round trip.
 
-Large payloads (artifacts, models over ``STAGE_BYTES``) are not pushed through the
+Large payloads (artifacts, models over ``STAGE_BYTES``, 256 KiB) are not pushed through the
 scheduler: the worker keeps them and the event carries a handle the driver uses to
 fetch them (``client.run(take_blob, ...)``) straight from that worker.
 
@@ -45,23 +45,31 @@ __all__ = [
 TOPIC = "mlorch-track"
 FLUSH_POINTS = 1000  # MLflow's log_batch limit: one event becomes one request
 FLUSH_SECONDS = 1.0
-STAGE_BYTES = 1 << 20
+STAGE_BYTES = 256 << 10  # the scheduler keeps the last 1000 events per topic: keep them small
 
 Target = tuple[str, str]  # (tracking uri, MLflow run id)
 
 # Driver-side delivery for events produced in the driver's own process (set by sink).
 local_delivery: Callable[[dict[str, Any]], None] | None = None
-# Where logging goes when no task is running in this thread: the driver's current flow run.
-_driver_targets: list[Target] = []
+# Where logging goes when no task is running in this thread: the flow run this driver
+# thread is executing (per thread, as a sweep may run several flows at once).
+_driver = threading.local()
+
+
+def _driver_targets() -> list[Target]:
+    if not hasattr(_driver, "targets"):
+        _driver.targets = []
+    return _driver.targets  # type: ignore[no-any-return]
 
 
 def push_driver_target(target: Target) -> None:
-    _driver_targets.append(target)
+    _driver_targets().append(target)
 
 
 def pop_driver_target(target: Target) -> None:
-    if target in _driver_targets:
-        _driver_targets.remove(target)
+    targets = _driver_targets()
+    if target in targets:
+        targets.remove(target)
 
 
 def current_target(ctx: TaskContext | None = None) -> Target | None:
@@ -71,7 +79,8 @@ def current_target(ctx: TaskContext | None = None) -> Target | None:
         run_id = ctx.run.get("mlflow_run_id")
         uri = ctx.run.get("mlflow_tracking_uri")
         return (str(uri), str(run_id)) if run_id and uri else None
-    return _driver_targets[-1] if _driver_targets else None
+    targets = _driver_targets()
+    return targets[-1] if targets else None
 
 
 def _worker() -> Any | None:
@@ -83,6 +92,11 @@ def _worker() -> Any | None:
         return None
 
 
+def on_worker() -> bool:
+    """True inside a dask worker process (where the store must not be opened)."""
+    return _worker() is not None
+
+
 class _Outbox:
     """Per-process metric buffer and event sender, shared by all task threads."""
 
@@ -90,7 +104,7 @@ class _Outbox:
         self.lock = threading.Lock()
         self.metrics: dict[Target, list[list[Any]]] = defaultdict(list)
         self.count = 0
-        self.sent: dict[str, int] = defaultdict(int)
+        self.sent: dict[tuple[str, str], int] = defaultdict(int)  # (run id, worker address) -> events
         self.blobs: dict[str, bytes] = {}
         self.worker: Any = None
         self.last_flush = time.monotonic()
@@ -141,7 +155,7 @@ class _Outbox:
 
     # -- events ---------------------------------------------------------------------
     def send(self, msg: dict[str, Any]) -> None:
-        worker = self.worker or _worker()
+        worker = _worker() or self.worker  # the task's own worker; the cached one for the flusher thread
         if worker is None:
             if local_delivery is None:
                 from mlorch.tracking import sink  # noqa: F401  (installs local_delivery)
@@ -151,7 +165,7 @@ class _Outbox:
         self.worker = worker
         msg["worker"] = worker.address
         with self.lock:  # count and send under one lock: the barrier never sees a count ahead of its events
-            self.sent[msg["run"]] += 1
+            self.sent[(msg["run"], worker.address)] += 1
             worker.log_event(TOPIC, msg)
 
     def stage(self, data: bytes) -> dict[str, Any]:
@@ -185,11 +199,18 @@ def flush(run_id: str | None = None) -> None:
     _outbox.flush(run_id)
 
 
-def sent_counts(run_id: str) -> int:
-    """Flush ``run_id``'s buffer, then say how many events this worker sent for it (the barrier)."""
+def sent_counts(run_id: str, dask_worker: Any = None) -> int:
+    """Flush ``run_id``'s buffer, then say how many events this worker sent for it (the barrier).
+
+    Run through ``client.run``, which passes ``dask_worker``; counting per worker address
+    keeps the answer right when several workers share one process.
+    """
     _outbox.flush(run_id)
+    address = getattr(dask_worker, "address", None)
     with _outbox.lock:
-        return _outbox.sent.get(run_id, 0)
+        if address is None:
+            return sum(n for (rid, _), n in _outbox.sent.items() if rid == run_id)
+        return _outbox.sent.get((run_id, address), 0)
 
 
 def take_blob(blob: str) -> bytes | None:

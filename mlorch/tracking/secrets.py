@@ -12,11 +12,23 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import logging
 import os
 import threading
 from typing import Any, Iterable
 
-__all__ = ["MASK", "Secret", "is_secret_name", "remember", "reveal", "scrub", "secret_patterns", "set_secret_patterns"]
+__all__ = [
+    "MASK",
+    "ScrubFilter",
+    "Secret",
+    "is_secret_name",
+    "remember",
+    "reveal",
+    "scrub",
+    "scrub_logs",
+    "secret_patterns",
+    "set_secret_patterns",
+]
 
 MASK = "***"
 DEFAULT_PATTERNS = ("*password*", "*passwd*", "*token*", "*key*", "*secret*", "*credential*")
@@ -94,12 +106,15 @@ def is_secret_name(name: str) -> bool:
     return any(fnmatch.fnmatchcase(c, p) for p in secret_patterns() for c in candidates)
 
 
-def remember(value: Any) -> None:
-    """Record a secret's text so :func:`scrub` removes it from free text."""
-    text = value if isinstance(value, str) else None if value is None else str(value)
-    if text and len(text) >= 4:  # shorter strings would mangle ordinary text
+def remember(value: Any, min_length: int = 4) -> None:
+    """Record a secret's text so :func:`scrub` removes it from free text.
+
+    Only strings are remembered, and only from ``min_length`` characters on: scrubbing
+    ``"true"`` or ``"8"`` everywhere would mangle ordinary text.
+    """
+    if isinstance(value, str) and len(value) >= min_length:
         with _lock:
-            _known.add(text)
+            _known.add(value)
 
 
 def reveal(value: Any) -> Any:
@@ -125,8 +140,32 @@ def mask(name: str, value: Any) -> Any:
         return MASK
     if is_secret_name(name) and value is not None:
         for item in value if isinstance(value, (list, tuple, set)) else [value]:
-            remember(reveal(item))
+            # matched by name only: a name like "sort_key" may hold ordinary words, so be stricter
+            remember(reveal(item), 4 if isinstance(item, Secret) else 8)
         return MASK
     if isinstance(value, (list, tuple)) and any(isinstance(v, Secret) for v in value):
         return type(value)(MASK if isinstance(v, Secret) else v for v in value)
     return value
+
+
+class ScrubFilter(logging.Filter):
+    """Masks remembered secrets in log records (e.g. an error message that quotes a token)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _known:
+            try:
+                message = record.getMessage()
+            except Exception:
+                return True
+            clean = scrub(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+        return True
+
+
+def scrub_logs(*names: str) -> None:
+    """Add a :class:`ScrubFilter` to the named loggers (idempotent)."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ScrubFilter) for f in logger.filters):
+            logger.addFilter(ScrubFilter())

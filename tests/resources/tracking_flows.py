@@ -95,6 +95,7 @@ def dying() -> int:
 @mo.task
 def secretive(token: mo.Secret, password: str) -> str:
     logging.getLogger("secret-task").info("using token %s", token)
+    logging.getLogger("secret-task").warning("raw %s", token.get())  # user code leaking the value
     mo.log_param("db_password", password)
     mo.log_param("api_token", token)
     mo.set_tag("note", f"token={token.get()} plain={password}")
@@ -206,3 +207,21 @@ def fit_sklearn(seed: int) -> float:
 @mo.flow(experiment="registry")
 def sklearn_model(seed: int = 0) -> float:
     return fit_sklearn(seed)
+
+
+@mo.flow(experiment="body-logging")
+def body_logs(x: int = 1) -> int:
+    mo.log_metric("body_metric", 2.0, step=1)  # runs in the driver, while the flow is traced
+    mo.log_metric("body_metric", 3.0, step=2)  # buffered: flushed when the run ends
+    mo.set_tag("from", "body")
+    return nothing(x)
+
+
+@mo.task(resources={"GPU": 1})
+def on_gpu(x: int) -> list:
+    return list(mo.context().gpu_ids)
+
+
+@mo.flow(experiment="gpus")
+def gpu_flow(n: int = 2) -> list:
+    return [on_gpu(i) for i in range(n)]

@@ -1,0 +1,67 @@
+"""MLflow tracking: one run per flow run, logging from any worker, models in the registry.
+
+Importing this package is cheap (MLflow is imported when the first tracked flow
+starts). It registers the run hook that records flow runs, and the task finalizer
+that flushes a task's buffered metrics when it ends. ``tracking=False`` on a flow or
+``MLORCH_TRACKING=off`` switches it off. See ``store`` (the single writer),
+``emit`` (the task side) and ``hook`` (run life cycle).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from mlorch.core.runtime import add_task_finalizer
+from mlorch.execution.runner import FlowRun, add_run_hook
+from mlorch.tracking.api import (
+    log_artifact,
+    log_figure,
+    log_metric,
+    log_metrics,
+    log_model,
+    log_param,
+    log_params,
+    log_text,
+    set_model_alias,
+    set_tag,
+)
+from mlorch.tracking.emit import on_task_end
+from mlorch.tracking.secrets import Secret, scrub_logs, set_secret_patterns
+from mlorch.tracking.store import configure
+
+__all__ = [
+    "Secret",
+    "configure",
+    "enabled",
+    "log_artifact",
+    "log_figure",
+    "log_metric",
+    "log_metrics",
+    "log_model",
+    "log_param",
+    "log_params",
+    "log_text",
+    "set_model_alias",
+    "set_secret_patterns",
+    "set_tag",
+]
+
+
+def enabled() -> bool:
+    """False when ``MLORCH_TRACKING`` is ``off``/``0``/``false``/``no``."""
+    return os.environ.get("MLORCH_TRACKING", "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+def _hook_factory(run: FlowRun) -> Any:
+    if not getattr(run.flow, "tracking", True) or not enabled():
+        return None
+    from mlorch.tracking.hook import TrackingHook  # imports mlflow, only when a tracked flow runs
+
+    return TrackingHook(run)
+
+
+add_run_hook(_hook_factory)
+add_task_finalizer(on_task_end)
+# Task logs forwarded to the driver, and distributed's report of a failed task on the worker.
+scrub_logs("mlorch.worker", "distributed.worker")

@@ -1,0 +1,222 @@
+"""The run hook: one MLflow run per flow run, always ended in the right state.
+
+``on_run_start`` opens the store, creates the run (unless a sweep already made one
+and put its id in ``run.info["mlflow_run_id"]``), logs the flow's parameters, the
+reproducibility tags and the resolved config, and puts the run id and store URI in
+``run.info`` for the tasks. ``on_run_end`` waits for every task event (the flush
+barrier), then ends the run: FINISHED; FAILED with the error and failing task;
+FAILED with ``mlorch.worker_died`` when a worker died under a task; KILLED on
+Ctrl-C or SIGTERM (a SIGTERM handler turns the signal into ``DriverTerminated``
+while a run is active in the main thread; the previous handler comes back after).
+Runs a sweep owns get the same tags but are left for the sweep to end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+import threading
+import time
+import traceback
+from typing import Any
+
+from mlorch.execution.runner import FlowRun
+from mlorch.tracking import emit, sink
+from mlorch.tracking.params import param_items, to_text
+from mlorch.tracking.repro import repro_tags
+from mlorch.tracking.secrets import MASK, Secret, mask, scrub
+from mlorch.tracking.store import RunStore
+
+__all__ = ["DriverTerminated", "TrackingHook"]
+
+log = logging.getLogger("mlorch.tracking")
+
+
+class DriverTerminated(KeyboardInterrupt):
+    """SIGTERM reached the driver while a tracked run was active."""
+
+
+# -- SIGTERM: installed while at least one tracked run is active in the main thread --
+_sig_lock = threading.Lock()
+_sig_depth = 0
+_sig_previous: Any = None
+_finishing = 0  # runs being ended: a SIGTERM now is deferred so the run still gets its state
+_sig_pending = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _sig_pending
+    if _finishing:
+        _sig_pending = True
+        return
+    raise DriverTerminated(f"signal {signum} (SIGTERM)")
+
+
+def _install_sigterm() -> bool:
+    global _sig_depth, _sig_previous
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    with _sig_lock:
+        if _sig_depth == 0:
+            _sig_previous = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        _sig_depth += 1
+    return True
+
+
+def _restore_sigterm() -> None:
+    global _sig_depth, _sig_pending
+    with _sig_lock:
+        _sig_depth -= 1
+        if _sig_depth == 0:
+            signal.signal(signal.SIGTERM, _sig_previous if _sig_previous is not None else signal.SIG_DFL)
+            if _sig_pending:
+                _sig_pending = False
+                raise DriverTerminated("SIGTERM received while ending a run")
+
+
+def _masked_tree(value: Any, name: str = "") -> Any:
+    """A YAML-safe copy of the params with secrets masked (for the config artifact)."""
+    if isinstance(value, Secret):
+        return MASK
+    if isinstance(value, dict):
+        return {str(k): _masked_tree(v, f"{name}.{k}" if name else str(k)) for k, v in value.items()}
+    masked = mask(name, value) if name else value
+    if masked == MASK:
+        return MASK
+    if isinstance(value, (list, tuple)):
+        return [_masked_tree(v, name) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return to_text(value)
+
+
+def _task_name(key: Any) -> str:
+    """``train-<32 hex token>`` (a graph key, as KilledWorker reports it) -> ``train``."""
+    return re.sub(r"-[0-9a-f]{32}$", "", str(key))
+
+
+def _worker_died(error: BaseException | None) -> bool:
+    from distributed.scheduler import KilledWorker
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, KilledWorker):
+            return True
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return False
+
+
+class TrackingHook:
+    """Run hook created per flow run by ``mlorch.tracking``'s factory."""
+
+    def __init__(self, run: FlowRun):
+        self.run = run
+        self.store: RunStore | None = None
+        self.run_id: str | None = None
+        self.owned = False
+        self.signals = False
+        self.target: emit.Target | None = None
+
+    def on_run_start(self, run: FlowRun) -> None:
+        flow = run.flow
+        self.store = store = RunStore.open(run.info.get("mlflow_tracking_uri"))
+        run.info["mlflow_tracking_uri"] = store.tracking_uri
+        sink.subscribe(run.cluster.client)
+        tags = repro_tags(run.cluster)
+        tags.update({"mlorch.flow": flow.name, "mlorch.flow_run_id": run.run_id})
+        if run.info.get("mlflow_run_id"):
+            self.run_id = str(run.info["mlflow_run_id"])
+        else:
+            name = f"{flow.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.run_id = store.create_run(flow.experiment, name)
+            self.owned = True
+            run.info["mlflow_run_id"] = self.run_id
+        try:
+            params: dict[str, Any] = dict(run.params)
+            if not self.owned:  # a sweep's run may hold some already; MLflow refuses to change a param
+                existing = store.client.get_run(self.run_id).data.params
+                params = {k: v for k, v in param_items(params).items() if k not in existing}
+            store.log_params(self.run_id, params)
+            store.set_tags(self.run_id, tags)
+            store.log_bytes(self.run_id, self._config_yaml(run).encode(), "config.yaml", "mlorch")
+        except Exception as exc:  # the run exists: record what we can, but let the flow run
+            log.warning("tracking: could not record the parameters of run %s: %s: %s", self.run_id,
+                        type(exc).__name__, exc)
+        self.target = (store.tracking_uri, self.run_id)
+        emit.push_driver_target(self.target)
+        self.signals = _install_sigterm()
+        log.info("tracking run %s in experiment '%s' (%s)", self.run_id, flow.experiment, store.tracking_uri)
+
+    def _config_yaml(self, run: FlowRun) -> str:
+        import yaml
+
+        cluster = run.cluster
+        try:
+            workers = cluster.worker_resources()
+        except Exception:
+            workers = []
+        config = {
+            "flow": run.flow.name,
+            "experiment": run.flow.experiment,
+            "params": _masked_tree(dict(run.params)),
+            "cluster": {
+                "kind": cluster.kind,
+                "n_workers": len(workers),
+                "gpu_ids": list(cluster.gpu_ids),
+                "worker_resources": workers,
+            },
+        }
+        return scrub(yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False))
+
+    def on_run_end(self, run: FlowRun, result: Any, error: BaseException | None) -> None:
+        store, run_id = self.store, self.run_id
+        if store is None or run_id is None:
+            return
+        global _finishing
+        _finishing += 1
+        try:
+            self._finish(run, store, run_id, error)
+        except Exception as exc:  # never hide the flow's own error behind a tracking one
+            log.warning("tracking: could not end run %s cleanly: %s: %s", run_id, type(exc).__name__, exc)
+        finally:
+            _finishing -= 1
+            if self.target is not None:
+                emit.pop_driver_target(self.target)
+            if self.signals:
+                _restore_sigterm()
+
+    def _finish(self, run: FlowRun, store: RunStore, run_id: str, error: BaseException | None) -> None:
+        interrupted = isinstance(error, KeyboardInterrupt)
+        emit.flush(run_id)  # points the flow body logged in this process
+        sink.barrier(run.cluster.client, run_id, timeout=5.0 if interrupted else 60.0)
+        store.flush()
+        tags: dict[str, str] = {}
+        gpus = store.gpus_used.pop(run_id, None)
+        if gpus:
+            tags["mlorch.gpus.used"] = ",".join(str(g) for g in sorted(gpus))
+        status, message = "FINISHED", None
+        if error is not None:
+            status = "KILLED" if interrupted else "FAILED"
+            message = f"{type(error).__name__}: {error}"
+            if run.failed_task:
+                tags["mlorch.failed_task"] = _task_name(run.failed_task)
+            if _worker_died(error):
+                tags["mlorch.worker_died"] = "true"
+                message = f"a worker died while running task {_task_name(run.failed_task or '?')}: {message}"
+            if interrupted:
+                tags["mlorch.killed_reason"] = (
+                    "SIGTERM" if isinstance(error, DriverTerminated) else "KeyboardInterrupt (Ctrl-C)"
+                )
+            else:
+                trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+                store.log_bytes(run_id, scrub(trace).encode(), "error.txt", "mlorch")
+        if tags:
+            store.set_tags(run_id, tags)
+        if self.owned:
+            store.end_run(run_id, status, message)
+        elif message:
+            store.set_tags(run_id, {"mlorch.error": scrub(message)})

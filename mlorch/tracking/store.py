@@ -1,0 +1,319 @@
+"""``RunStore``: the one place in a process that writes to MLflow.
+
+Driver code (the run hook, sweeps) calls it directly; events from tasks reach it
+through :func:`attach` and are written by one background thread per store, which
+batches metrics into ``log_batch`` requests of at most 1000 points. Workers never
+open the store, so it works when they cannot see the SQLite file (HPC) and there
+is never a second writer to lock the database.
+
+Where the store is: the ``tracking_uri`` argument, else ``MLFLOW_TRACKING_URI``,
+else :func:`configure`'s URI, else ``sqlite:///<project home>/mlflow.db``. Artifacts
+of SQLite stores live beside the database (``<dir>/mlartifacts/<experiment>``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+from mlorch.tracking.params import param_items, tag_items, truncate, MAX_TAG
+from mlorch.tracking.secrets import scrub
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from mlflow import MlflowClient
+
+__all__ = ["RunStore", "attach", "configure", "resolve_uri"]
+
+log = logging.getLogger("mlorch.tracking")
+STATUSES = ("FINISHED", "FAILED", "KILLED")
+_configured_uri: str | None = None
+_stores: dict[str, RunStore] = {}
+_open_lock = threading.Lock()
+
+
+def configure(tracking_uri: str | None = None) -> None:
+    """Set the store used when neither an argument nor ``MLFLOW_TRACKING_URI`` names one."""
+    global _configured_uri
+    _configured_uri = tracking_uri
+
+
+def resolve_uri(tracking_uri: str | None = None) -> str:
+    """Argument > ``MLFLOW_TRACKING_URI`` > :func:`configure` > the project's SQLite file."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _configured_uri
+    if uri:
+        if "://" not in uri and not uri.startswith("sqlite:"):  # a plain folder or file path
+            path = Path(uri).resolve()
+            uri = f"sqlite:///{path if path.suffix == '.db' else path / 'mlflow.db'}"
+        return uri
+    from mlorch.project import home
+
+    return f"sqlite:///{home() / 'mlflow.db'}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :])
+    return None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Serialise first-time creation of a SQLite store across processes (parallel creation corrupts it)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _retry(fn: Callable[[], Any], what: str) -> Any:
+    """SQLite may still be busy with another process's writes; try a few times."""
+    for attempt in range(4):
+        try:
+            return fn()
+        except Exception as exc:
+            if "locked" not in str(exc) or attempt == 3:
+                raise
+            log.debug("%s: database busy, retrying", what)
+            time.sleep(0.5 * 2**attempt)
+
+
+class RunStore:
+    """One MLflow tracking store, opened once per process per URI (see module docs)."""
+
+    def __init__(self, tracking_uri: str, client: MlflowClient):
+        self.tracking_uri = tracking_uri
+        self.client = client
+        self.artifact_root: Path | None = None
+        db = _sqlite_path(tracking_uri)
+        if db is not None:
+            self.artifact_root = db.parent / "mlartifacts"
+        self.model_versions: dict[tuple[str, str], int] = {}
+        self.gpus_used: dict[str, set[int]] = {}
+        self._experiments: dict[str, str] = {}
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+        from mlorch.tracking.liveness import Heartbeat
+
+        self.heartbeat = Heartbeat(self)
+
+    # -- opening --------------------------------------------------------------------
+    @classmethod
+    def open(cls, tracking_uri: str | None = None) -> RunStore:
+        """The store for ``tracking_uri`` (see :func:`resolve_uri`), created and checked on first use.
+
+        Opening a store for the first time in a process also ends runs left RUNNING by a
+        driver that died (SIGKILL, power loss): they are marked KILLED.
+        """
+        uri = resolve_uri(tracking_uri)
+        with _open_lock:
+            store = _stores.get(uri)
+            if store is None:
+                store = cls._create(uri)
+                _stores[uri] = store
+        return store
+
+    @classmethod
+    def _create(cls, uri: str) -> RunStore:
+        from mlorch.execution.cluster import QUIET_ENV
+
+        for key, value in QUIET_ENV.items():
+            os.environ.setdefault(key, value)
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        db = _sqlite_path(uri)
+        lock = _file_lock(db) if db is not None else contextlib.nullcontext()
+        with lock:
+            client.search_experiments(max_results=1)  # creates and migrates the database once
+        store = cls(uri, client)
+        from mlorch.tracking.liveness import reap_orphans
+
+        try:
+            reap_orphans(store)
+        except Exception as exc:  # never block a run because clean-up failed
+            log.warning("could not check for orphaned runs: %s: %s", type(exc).__name__, exc)
+        return store
+
+    # -- runs -----------------------------------------------------------------------
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created (with artifacts beside a SQLite store) if missing."""
+        if name in self._experiments:
+            return self._experiments[name]
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            location = None
+            if self.artifact_root is not None:
+                safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+                location = (self.artifact_root / safe).as_uri()
+            try:
+                exp_id = self.client.create_experiment(name, artifact_location=location)
+            except Exception:  # created meanwhile by another process
+                exp = self.client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            exp_id = exp.experiment_id
+        self._experiments[name] = exp_id
+        return exp_id
+
+    def create_run(
+        self,
+        experiment: str,
+        run_name: str | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        parent_run_id: str | None = None,
+    ) -> str:
+        """Start a RUNNING run (heartbeated until :meth:`end_run`); returns its id."""
+        from mlorch.tracking.liveness import owner_tags
+
+        all_tags = {**tag_items(tags or {}), **owner_tags()}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = _retry(
+            lambda: self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=all_tags),
+            "create_run",
+        )
+        run_id = run.info.run_id
+        self.heartbeat.add(run_id)
+        if params:
+            self.log_params(run_id, params)
+        return run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Flattened, secrets masked, long values truncated; 100 per request."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in param_items(params).items()]
+        for chunk in _chunks(items, 100):
+            _retry(lambda: self.client.log_batch(run_id, params=chunk), "log_params")
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.write_points(run_id, [Metric(k, float(v), now, int(step or 0)) for k, v in metrics.items()])
+
+    def write_points(self, run_id: str, metrics: list[Any]) -> None:
+        """``mlflow.entities.Metric`` objects, 1000 per request."""
+        for chunk in _chunks(metrics, 1000):
+            _retry(lambda: self.client.log_batch(run_id, metrics=chunk), "log_metrics")
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, v) for k, v in tag_items(tags).items()]
+        for chunk in _chunks(items, 100):
+            _retry(lambda: self.client.log_batch(run_id, tags=chunk), "set_tags")
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+        """Upload a file, or a folder's files under its name; text files are scrubbed of known secrets."""
+        path = Path(local_path)
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                rel = file.parent.relative_to(path).as_posix()
+                sub = "/".join(p for p in (artifact_path, path.name, None if rel == "." else rel) if p)
+                self.log_artifact(run_id, str(file), sub)
+            return
+        if not path.is_file():
+            raise FileNotFoundError(f"log_artifact: {path} does not exist")
+        with _scrubbed(path) as upload:
+            _retry(lambda: self.client.log_artifact(run_id, str(upload), artifact_path), "log_artifact")
+
+    def log_bytes(self, run_id: str, data: bytes, name: str, artifact_path: str | None = None) -> None:
+        with tempfile.TemporaryDirectory(prefix="mlorch-art-") as tmp:
+            file = Path(tmp) / name
+            file.write_bytes(data)
+            self.log_artifact(run_id, str(file), artifact_path)
+
+    def end_run(self, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
+        """Write what is pending for it, then set the terminal status (and the error as a tag)."""
+        if status not in STATUSES:
+            raise ValueError(f"end_run: status must be one of {', '.join(STATUSES)}, got {status!r}")
+        self.flush()
+        self.heartbeat.remove(run_id)
+        if error:
+            self.set_tags(run_id, {"mlorch.error": truncate(scrub(error), MAX_TAG)})
+        _retry(lambda: self.client.set_terminated(run_id, status), "end_run")
+
+    # -- registry -------------------------------------------------------------------
+    def set_model_alias(self, name: str, alias: str, version: int | str | None = None) -> int:
+        if version is None:
+            versions = self.client.search_model_versions(f"name='{name}'")
+            if not versions:
+                raise ValueError(f"set_model_alias: registered model {name!r} has no versions in {self.tracking_uri}")
+            version = max(int(v.version) for v in versions)
+        self.client.set_registered_model_alias(name, alias, str(version))
+        return int(version)
+
+    # -- events from tasks ------------------------------------------------------------
+    def enqueue(self, msg: dict[str, Any], client: Client | None = None) -> None:
+        """Queue an event for the writer thread (never blocks the caller's event loop)."""
+        self._queue.put((msg, client))
+        if self._writer is None or not self._writer.is_alive():
+            with self._writer_lock:
+                if self._writer is None or not self._writer.is_alive():
+                    from mlorch.tracking.writer import write_forever
+
+                    self._writer = threading.Thread(
+                        target=write_forever, args=(self, self._queue), name="mlorch-track-writer", daemon=True
+                    )
+                    self._writer.start()
+
+    def flush(self, timeout: float | None = 120) -> None:
+        """Return when every event received so far is written."""
+        if self._writer is None or not self._writer.is_alive():
+            if self._queue.empty():
+                return
+        done = threading.Event()
+        self.enqueue({"kind": "_flush", "done": done})
+        if not done.wait(timeout):
+            log.warning("tracking writer did not catch up within %s s", timeout)
+
+
+@contextlib.contextmanager
+def _scrubbed(path: Path) -> Iterator[Path]:
+    """``path``, or a copy with known secrets masked when it is a text file that contains one."""
+    if path.is_file() and path.stat().st_size < 16 << 20:
+        data = path.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None and scrub(text) != text:
+            with tempfile.TemporaryDirectory(prefix="mlorch-scrub-") as tmp:
+                copy = Path(tmp) / path.name
+                copy.write_text(scrub(text))
+                yield copy
+                return
+    yield path
+
+
+def attach(client: Client) -> None:
+    """Deliver tracking events from this client's workers to the stores (idempotent)."""
+    from mlorch.tracking.sink import subscribe
+
+    subscribe(client)

@@ -1,0 +1,80 @@
+"""Issue 3, item 7: secrets (``mo.Secret`` or names like *password*/*token*/*key*) never reach
+params, tags, logs or artifacts: they show as ``***``, and the raw bytes of the store and the
+artifact folder are searched for them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+import mlorch as mo
+from mlorch.tracking.params import param_items
+from mlorch.tracking.secrets import set_secret_patterns
+from tests.resources import tracking_flows as tf
+from tests.tracking_fixtures import artifact_paths, read_artifact, runs_of, store, store_dir  # noqa: F401
+
+TOKEN = "tok-7f3a9c1e55d2"
+PASSWORD = "hunter2-horse-battery"
+CLOUD_KEY = "AKIAEXAMPLE00XYZ"
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _all_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+
+def test_secrets_masked_in_params_tags_logs_artifacts_and_errors(cluster, store, store_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [*sys.argv, f"--token={TOKEN}"])  # even the command line tag
+    collect = _Collect()
+    logging.getLogger("mlorch.worker").addHandler(collect)
+    try:
+        out = tf.with_secrets(mo.Secret(TOKEN), PASSWORD, {"aws": {"secret_access_key": CLOUD_KEY, "region": "eu"}})
+        with pytest.raises(mo.TaskFailedError):
+            tf.with_secrets(mo.Secret(TOKEN), PASSWORD, {"region": "us"}, fail=True)
+    finally:
+        logging.getLogger("mlorch.worker").removeHandler(collect)
+    assert out == "ok"
+    ok, failed = sorted(runs_of(store, "secrets"), key=lambda r: r.info.status != "FINISHED")
+    assert failed.info.status == "FAILED"
+    params, tags = ok.data.params, ok.data.tags
+    assert params["token"] == "***" and params["db_password"] == "***"
+    assert params["cloud.aws.secret_access_key"] == "***" and params["cloud.aws.region"] == "eu"
+    assert params["api_token"] == "***"  # logged by the task on a worker
+    assert tags["note"] == "token=*** plain=***"
+    assert "***" in tags["mlorch.command"]
+    conn = read_artifact(store, ok.info.run_id, "conn.txt", tmp_path / "a").decode()
+    assert conn == "connection: user:***@host token=***"
+    config = read_artifact(store, ok.info.run_id, "mlorch/config.yaml", tmp_path / "b").decode()
+    assert "token: '***'" in config and "secret_access_key: '***'" in config
+    assert "***" in failed.data.tags["mlorch.error"]
+    assert "mlorch/error.txt" in artifact_paths(store, failed.info.run_id)
+    assert any("using token ***" in line for line in collect.lines), collect.lines
+    assert any(line.endswith("raw ***") for line in collect.lines), collect.lines
+    # nowhere in the store's bytes, nor in any artifact file, nor in the forwarded logs
+    everything = (store_dir / "mlflow.db").read_bytes() + _all_bytes(store_dir)
+    for secret in (TOKEN, PASSWORD, CLOUD_KEY):
+        assert secret.encode() not in everything, secret
+        assert not any(secret in line for line in collect.lines)
+
+
+def test_secret_patterns_are_configurable():
+    assert param_items({"mysterious": "abc-123", "password": "pw-123"}) == {"mysterious": "abc-123", "password": "***"}
+    set_secret_patterns(["*myster*"])
+    try:
+        assert param_items({"mysterious": "abc-456", "password": "pw-456"}) == {"mysterious": "***", "password": "pw-456"}
+    finally:
+        set_secret_patterns(None)
+    secret = mo.Secret("value-1234")
+    assert str(secret) == "***" and repr(secret) == "Secret('***')" and f"{secret}" == "***"
+    assert secret.get() == "value-1234"

@@ -1,0 +1,108 @@
+"""Issue 3, items 2 and 8 over HTTP: ``mlorch ui`` serves the project's store on 127.0.0.1,
+flows log to that real ``mlflow server`` (metrics, artifacts through the artifact proxy, a
+registered model), and Ctrl-C stops it with nothing left listening.
+
+This module starts the only ``mlflow server`` of the tracking suite (through ``mlorch ui``)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.resources import tracking_flows as tf
+
+pytestmark = pytest.mark.mlflow_server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    """``mlorch ui`` on a fresh project; yields (process, url, project folder)."""
+    home = tmp_path_factory.mktemp("ui-project")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLORCH_HOME"] = str(home)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlorch", "ui", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+    )
+    url = None
+    deadline = time.monotonic() + 150
+    lines = []
+    while url is None and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        lines.append(line)
+        found = re.search(r"(http://\S+)", line)
+        url = found.group(1) if found and "MLflow UI" in line else None
+    try:
+        assert url is not None, f"mlorch ui printed no URL: {lines[-20:]}"
+        yield proc, url, home
+    finally:
+        if proc.poll() is None:  # a test failed before the Ctrl-C test: let `mlorch ui` stop its server
+            os.kill(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+
+def test_mlorch_ui_prints_a_local_url_and_serves_the_ui(ui):
+    proc, url, home = ui
+    assert re.fullmatch(rf"http://127\.0\.0\.1:\d+", url)
+    with urllib.request.urlopen(url + "/", timeout=30) as resp:
+        assert resp.status == 200
+        assert b"<html" in resp.read(4096).lower()
+    with urllib.request.urlopen(url + "/health", timeout=30) as resp:
+        assert resp.status == 200
+    assert (home / "mlflow.db").exists()  # it serves the project's store
+
+
+def test_flows_log_to_the_mlflow_server_over_http(ui, cluster, tmp_path, monkeypatch):
+    _, url, home = ui
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLORCH_HOME", str(tmp_path / "client-project"))
+    tf.concurrent(points=200, n=4)
+    tf.kinds(str(tmp_path / "out"), big=1 << 16)
+    tf.sklearn_model(0)
+    client = MlflowClient(url)
+    (run,) = client.search_runs([client.get_experiment_by_name("concurrent").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "loss")) == 4 * 200
+    kinds = client.search_runs([client.get_experiment_by_name("kinds").experiment_id])[0]
+    names = {a.path for a in client.list_artifacts(kinds.info.run_id)}
+    assert {"notes.txt", "plots", "data", "mlorch"} <= names
+    local = client.download_artifacts(kinds.info.run_id, "notes.txt", str(tmp_path / "dl"))
+    assert open(local, "rb").read() == b"hello from a worker\n"
+    (version,) = client.search_model_versions("name='digits-clf'")
+    assert version.tags["mlorch.run_id"] == version.run_id
+    # the artifacts went through the server into the project folder, not into the client's
+    assert (home / "mlartifacts").is_dir() and any((home / "mlartifacts").rglob("notes.txt"))
+    assert not (tmp_path / "client-project" / "mlflow.db").exists()
+
+
+def test_mlorch_ui_stops_cleanly_on_ctrl_c(ui):
+    proc, url, _ = ui
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    assert "stopping" in proc.stdout.read()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "/health", timeout=5)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # no uvicorn worker left in its process group
