@@ -43,7 +43,7 @@ def ensure_venv() -> None:
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        print("commands: sweep (the digits sweep), test [pytest args], run <mlorch args>")
+        print("commands: sweep [--n-trials N] (the digits sweep), test [pytest args], run <mlorch args>")
         return 0
     ensure_venv()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
             return 1
         return code
     if command == "sweep":
-        return sh(str(PY), "-m", "mlorch", "run", "experiments/digits.py:pipeline", *rest, env=env)
+        return sh(str(PY), "-m", "mlorch", "sweep", "configs/sweeps/digits.yaml", *rest, env=env)
     if command == "run":
         return sh(str(PY), "-m", "mlorch", *rest, env=env)
     print(f"dev.py: unknown command {command!r}", file=sys.stderr)

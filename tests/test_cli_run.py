@@ -12,8 +12,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _mlorch(tmp_path, *args):
-    env = {**os.environ, "MLORCH_HOME": str(tmp_path / "project"), "MLORCH_TRACKING": "off"}
+def _mlorch(tmp_path, *args, tracking="off"):
+    env = {**os.environ, "MLORCH_HOME": str(tmp_path / "project"), "MLORCH_TRACKING": tracking}
+    env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([sys.executable, "-m", "mlorch", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -49,3 +50,18 @@ def test_bad_targets_are_explained(tmp_path):
     assert out.returncode == 2 and "has no 'pipelin'; did you mean 'pipeline'?" in out.stderr
     out = _mlorch(tmp_path, "run", "experiments/digits.py:summarize")
     assert out.returncode == 2 and "is a Task, not an @mo.flow" in out.stderr
+
+
+@pytest.mark.slow
+def test_tracking_uri_flag_records_the_run_in_that_store(tmp_path, cluster_yaml):
+    from mlflow import MlflowClient
+
+    store = tmp_path / "elsewhere"
+    out = _mlorch(tmp_path, "run", "experiments/digits.py:pipeline", "--set", "epochs=2", "--no-progress",
+                  "--cluster", cluster_yaml, "--tracking-uri", str(store), tracking="on")
+    assert out.returncode == 0, out.stderr
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["epochs"] == "2"
+    assert not (tmp_path / "project" / "mlflow.db").exists()  # nothing went to the default store

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 from typing import Any
 
 from mlorch.errors import ConfigError
@@ -17,6 +18,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("target", help="path/to/file.py:flow_name")
     p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="flow parameter")
     p.add_argument("--cluster", help="cluster YAML (default: a local cluster)")
+    p.add_argument("--tracking-uri", help="MLflow store for this run (default: MLFLOW_TRACKING_URI, else the project's)")
+    p.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
     p.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
 
 
@@ -25,6 +28,10 @@ def main(args: argparse.Namespace) -> int:
     from mlorch.cli.targets import load_target, parse_overrides
     from mlorch.execution.runner import run_flow
 
+    if args.tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+    if args.no_tracking:
+        os.environ["MLORCH_TRACKING"] = "off"
     flow = load_target(args.target)
     if not isinstance(flow, mo.Flow):
         raise ConfigError(f"target {args.target!r} is a {type(flow).__name__}, not an @mo.flow")
