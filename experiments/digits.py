@@ -15,6 +15,9 @@ import mlorch as mo
 
 log = logging.getLogger(__name__)
 
+# skops (MLflow's safe sklearn format) must be told the MLP's optimizer is a trusted type.
+ADAM = ["sklearn.neural_network._stochastic_optimizers.AdamOptimizer"]
+
 
 @mo.task(cache=True)
 def load_data() -> dict:
@@ -35,22 +38,32 @@ def make_folds(data: dict, k: int = 3, seed: int = 0) -> list:
 
 
 @mo.task(retries=1, retry_delay=0.5)
-def train_fold(fold: tuple, data: dict, lr: float, hidden: int, alpha: float, epochs: int) -> dict:
-    """One MLP trained on a fold; validation loss per epoch."""
+def train_fold(i: int, folds: list, data: dict, lr: float, hidden: int, alpha: float, epochs: int) -> dict:
+    """One MLP trained on fold ``i``; its validation loss is logged per epoch."""
     from sklearn.metrics import accuracy_score, log_loss
-    from sklearn.neural_network import MLPClassifier
 
-    train_idx, val_idx = fold
+    train_idx, val_idx = folds[i]
     X, y = data["X"], data["y"]
-    clf = MLPClassifier(hidden_layer_sizes=(hidden,), learning_rate_init=lr, alpha=alpha, random_state=0)
+    clf = _mlp(lr, hidden, alpha)
     classes = np.unique(y)
     val_loss = float("nan")
-    for _ in range(epochs):
+    for epoch in range(epochs):
         clf.partial_fit(X[train_idx], y[train_idx], classes=classes)
         val_loss = float(log_loss(y[val_idx], clf.predict_proba(X[val_idx]), labels=classes))
+        mo.log_metric(f"fold{i}_val_loss", val_loss, step=epoch)  # buffered; sent to the driver in batches
     accuracy = float(accuracy_score(y[val_idx], clf.predict(X[val_idx])))
-    log.info("fold done: val_loss=%.4f accuracy=%.4f", val_loss, accuracy)
+    log.info("fold %d done: val_loss=%.4f accuracy=%.4f", i, val_loss, accuracy)
     return {"val_loss": val_loss, "accuracy": accuracy}
+
+
+@mo.task
+def fit_final(data: dict, lr: float, hidden: int, alpha: float, epochs: int) -> None:
+    """The model on all the data, logged to MLflow (a sweep registers the best trial's)."""
+    clf = _mlp(lr, hidden, alpha)
+    classes = np.unique(data["y"])
+    for _ in range(epochs):
+        clf.partial_fit(data["X"], data["y"], classes=classes)
+    mo.log_model(clf, name="digits-mlp", input_example=data["X"][:5], skops_trusted_types=ADAM)
 
 
 @mo.task
@@ -62,9 +75,16 @@ def summarize(scores: list) -> dict:
     }
 
 
+def _mlp(lr: float, hidden: int, alpha: float):
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier(hidden_layer_sizes=(hidden,), learning_rate_init=lr, alpha=alpha, random_state=0)
+
+
 @mo.flow(experiment="digits")
 def pipeline(lr: float = 0.01, hidden: int = 32, alpha: float = 1e-4, epochs: int = 15, k: int = 3) -> dict:
     data = load_data()
     folds = make_folds(data, k=k)
-    scores = train_fold.map(folds, data=data, lr=lr, hidden=hidden, alpha=alpha, epochs=epochs)
+    scores = train_fold.map(range(k), folds=folds, data=data, lr=lr, hidden=hidden, alpha=alpha, epochs=epochs)
+    fit_final(data, lr, hidden, alpha, epochs)
     return summarize(scores)
