@@ -14,6 +14,19 @@ from mlorch.core.context import TaskContext, context
 from mlorch.core.flow import Flow, flow
 from mlorch.core.task import Task, task
 from mlorch.core.trace import FlowGraph, Ref
+from mlorch.tuning import Sweep, choice, intrange, loguniform, report, sweep, uniform
+from mlorch.tracking import (
+    Secret,
+    log_artifact,
+    log_figure,
+    log_metric,
+    log_metrics,
+    log_model,
+    log_param,
+    log_params,
+    set_model_alias,
+    set_tag,
+)
 from mlorch.errors import (
     ClusterError,
     ConfigError,
@@ -39,16 +52,33 @@ __all__ = [
     "MlorchError",
     "Ref",
     "ResourceUnavailableError",
+    "Secret",
     "SerializationError",
+    "Sweep",
     "Task",
     "TaskArgumentError",
     "TaskContext",
     "TaskFailedError",
     "TaskTimeoutError",
+    "choice",
     "cluster",
     "context",
     "flow",
+    "intrange",
+    "log_artifact",
+    "log_figure",
+    "log_metric",
+    "log_metrics",
+    "log_model",
+    "log_param",
+    "log_params",
+    "loguniform",
+    "report",
+    "set_model_alias",
+    "set_tag",
+    "sweep",
     "task",
+    "uniform",
 ]
 
 del _execution

@@ -60,7 +60,7 @@ def pipeline(lr: float = 0.01, depth: int = 3, n: int = 50, mode: str = "ok", sl
 # -- failures chosen by parameter: the sweep must survive all of them -----------------
 @mo.task(timeout=None)
 def flaky(kind: str, x: float) -> dict:
-    record("flaky", kind=kind)
+    record("flaky", what=kind)
     if kind == "raise":
         raise RuntimeError("boom from the trial")
     if kind == "nan":

@@ -1,0 +1,16 @@
+"""Optuna sweeps on the cluster: ``mo.sweep``, ``mo.report`` and the search-space helpers.
+
+Layout (one responsibility each): ``space`` (search-space specs), ``options``
+(samplers, pruners, directions), ``plan`` (argument checks before any trial),
+``storage`` (the Optuna journal and its reopening on workers), ``pool`` (keys shared
+by trials), ``driver`` (the ask/run/tell loop), ``report`` (``mo.report`` on workers),
+``objective`` (plain Optuna objectives on workers), ``tracking`` (MLflow parent and
+child runs), ``handle`` (the ``Sweep`` object), ``api`` (``sweep()`` itself).
+"""
+
+from mlorch.tuning.api import sweep
+from mlorch.tuning.handle import Sweep
+from mlorch.tuning.report import report
+from mlorch.tuning.space import choice, intrange, loguniform, uniform
+
+__all__ = ["Sweep", "choice", "intrange", "loguniform", "report", "sweep", "uniform"]

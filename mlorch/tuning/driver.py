@@ -1,0 +1,520 @@
+"""The sweep loop: ask a trial per free slot, run it on the cluster, tell it when it ends.
+
+One driver thread owns the Optuna study (the only writer for flow targets). It
+keeps ``limit()`` trials in flight and reacts to one queue of events:
+
+- ``done``    a trial's runner thread finished (value, or the error);
+- ``report``  a task called ``mo.report`` (worker event): ``trial.report`` +
+              ``should_prune``; pruning sets the trial's distributed ``Event``;
+- ``learned`` the first trace showed which resources a flow's tasks ask for.
+
+Each trial runs in its own short-lived thread: flow trials call ``run_flow`` (so
+the tracking hook and every flow feature work unchanged) with a backend that holds
+shared keys in the sweep's :class:`~mlorch.tuning.pool.KeyPool`; objective trials
+submit one task and wait. Threads rather than a single ``as_completed`` loop
+because tracing a flow may block (``ref.result()`` branches, ``task.map(ref)``);
+threads cost little next to a trial's Dask round trip (a trivial flow sweep runs
+~35 trials/s on 2 cores without tracking; MLflow writes, not threads, bound it).
+
+Finished = COMPLETE + PRUNED + FAIL, except trials closed because a previous
+driver died (user attribute ``mlorch.interrupted``): their parameters are run again.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from mlorch.errors import ConfigError, MlorchError, ResourceUnavailableError
+from mlorch.execution.cluster import ClusterHandle
+from mlorch.log import get_logger
+from mlorch.tuning.plan import Plan
+from mlorch.tuning.pool import KeyPool, TrialBackend
+from mlorch.tuning.report import prune_event_name, report_topic
+from mlorch.tuning.space import suggest
+from mlorch.tuning.storage import StorageSpec
+from mlorch.tuning.tracking import RUN_ATTR, NullTracker
+
+__all__ = ["SweepDriver", "finished_trials", "resume"]
+
+log = get_logger("mlorch.sweep")
+INTERRUPTED = "mlorch.interrupted"
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that count against ``n_trials``."""
+    return [
+        t for t in study.get_trials(deepcopy=False) if t.state in FINISHED_STATES and not t.user_attrs.get(INTERRUPTED)
+    ]
+
+
+def resume(study: optuna.Study, tracker: NullTracker, metrics: list[str]) -> list[int]:
+    """Close trials a dead driver left RUNNING, re-enqueue their parameters; returns their numbers.
+
+    Each closed trial is FAIL with ``mlorch.interrupted`` (not counted), its MLflow run
+    KILLED; runs the dead driver had no time to end are ended as their trials were.
+    """
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    storage = study._storage
+    for t in running:
+        run_id = tracker.run_for(t)
+        if run_id is not None:
+            storage.set_trial_user_attr(t._trial_id, RUN_ATTR, run_id)
+        storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
+        storage.set_trial_user_attr(t._trial_id, "mlorch.error", "the sweep driver stopped while this trial ran; re-enqueued")
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        study.enqueue_trial(t.params, user_attrs={"mlorch.retry_of": t.number})
+    if running:
+        log.info("sweep '%s': resuming; trial(s) %s were running when the last driver stopped: re-enqueued",
+                 study.study_name, ", ".join(str(t.number) for t in running))
+    if study.get_trials(deepcopy=False):
+        tracker.reconcile(study, metrics)
+    return [t.number for t in running]
+
+
+@dataclass
+class TrialRecord:
+    trial: optuna.Trial
+    params: dict[str, Any]
+    started: float = field(default_factory=time.monotonic)
+    deadline: float | None = None
+    run_id: str | None = None
+    backend: TrialBackend | None = None
+    future: Any = None
+    prune_requested: bool = False
+    signalled: bool = False
+    closed: bool = False
+    steps: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    tracked: bool = False
+    run_future: Any = None
+    deferred: tuple[FrozenTrial, str | None] | None = None
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+
+class SweepDriver:
+    """Runs one sweep to ``n_trials`` finished trials (see the module docstring)."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        handle: ClusterHandle,
+        study: optuna.Study,
+        storage_spec: StorageSpec,
+        tracker: NullTracker,
+        on_finish: Callable[[FrozenTrial], None] | None = None,
+    ):
+        self.plan = plan
+        self.handle = handle
+        self.client = handle.client
+        self.study = study
+        self.storage_spec = storage_spec
+        self.tracker = tracker
+        self.on_finish = on_finish
+        tracker.define_by_run = plan.kind == "objective"
+        self.flow = plan.target
+        if plan.kind == "flow" and type(tracker) is NullTracker:  # sweep untracked: trials too
+            import copy
+
+            self.flow = copy.copy(plan.target)
+            self.flow.tracking = False
+        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self.inflight: dict[int, TrialRecord] = {}
+        self.pool = KeyPool(self.client, on_resources=lambda r: self.events.put(("learned", r)))
+        self._learned: dict[str, float] | None = None
+        self._stopping = threading.Event()
+        self._metric_seen = plan.metric_checked
+        self.error: BaseException | None = None
+        self.max_in_flight = 0
+        self._zombies: list[int] = []
+        self._deferred: list[TrialRecord] = []
+        self.finished = 0
+        self._slots, self._totals = self._cluster_capacity()
+        self._check_resources()
+
+    # -- capacity -------------------------------------------------------------------
+    def _cluster_capacity(self) -> tuple[int, dict[str, float]]:
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        slots = sum(int(w.get("nthreads", 1)) for w in workers) or 1
+        totals: dict[str, float] = {}
+        for w in workers:
+            for name, amount in (w.get("resources") or {}).items():
+                totals[name] = totals.get(name, 0.0) + float(amount)
+        return slots, totals
+
+    def _check_resources(self) -> None:
+        offers = [dict(w.get("resources") or {}) for w in self.client.scheduler_info(n_workers=-1)["workers"].values()]
+        for name, amount in (self.plan.resources or {}).items():
+            if not any(o.get(name, 0) >= amount for o in offers):
+                have = sorted({f"{k}={v:g}" for o in offers for k, v in o.items()}) or ["none"]
+                raise ResourceUnavailableError(
+                    f"resources: a trial asks for {name}={amount:g}, but no worker has that much "
+                    f"(workers offer: {', '.join(have)}); e.g. mo.cluster(gpus=2)"
+                )
+
+    def limit(self) -> int:
+        """How many trials may be in flight now."""
+        if self.plan.max_concurrency is not None:
+            return self.plan.max_concurrency
+        request = self.plan.resources
+        if request is None and self.plan.kind == "flow":
+            if self._learned is None:
+                return 1  # learn what one trial's tasks ask for before filling the cluster
+            request = self._learned
+        # Twice the thread slots: a worker always has the next trial queued when one ends, so
+        # no slot idles for a driver round trip (resources, when asked for, cap it exactly).
+        caps = [2 * self._slots]
+        for name, amount in (request or {}).items():
+            if amount > 0 and name in self._totals:
+                caps.append(int(math.floor(self._totals[name] / amount + 1e-9)))
+        return max(1, min(caps))
+
+    # -- the loop -------------------------------------------------------------------
+    def stop(self) -> None:
+        """Start no more trials; the running ones finish normally."""
+        self._stopping.set()
+        self.events.put(("wake",))
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self) -> None:
+        topic = report_topic(self.plan.name)
+        self.client.subscribe_topic(topic, lambda event: self.events.put(("report", event[1])))
+        if self.plan.kind == "flow":
+            from mlorch.tuning.report import QuietPruning
+
+            self.client.register_plugin(QuietPruning())
+        try:
+            self._loop()
+        except BaseException as exc:
+            self.error = exc
+            self._abort(exc)
+            raise
+        finally:
+            try:
+                self.client.unsubscribe_topic(topic)
+            except Exception:
+                pass
+            self._await_deferred(timeout=30.0)
+            self.pool.release_all()
+            self.clear_zombies()
+            for rec in self._deferred:  # threads still stuck in a task: end their runs anyway
+                self._end_deferred(rec)
+
+    def _loop(self) -> None:
+        self.finished = len(finished_trials(self.study))
+        while True:
+            while (
+                not self.stopping
+                and len(self.inflight) < self.limit()
+                and self.finished + len(self.inflight) < self.plan.n_trials
+            ):
+                self._start_trial()
+            self.max_in_flight = max(self.max_in_flight, len(self.inflight))
+            if not self.inflight:
+                return
+            try:
+                event = self.events.get(timeout=self._wait_time())
+            except queue.Empty:
+                self._expire()
+                continue
+            kind = event[0]
+            if kind == "done":
+                self._on_done(*event[1:])
+            elif kind == "report":
+                self._on_report(event[1])
+            elif kind == "learned":
+                self._learned = dict(event[1])
+            self._expire()
+
+    def _wait_time(self) -> float | None:
+        deadlines = [r.deadline for r in self.inflight.values() if r.deadline is not None]
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    # -- starting a trial -------------------------------------------------------------
+    def _start_trial(self) -> None:
+        trial = self.study.ask()
+        params = suggest(trial, self.plan.space)
+        rec = TrialRecord(trial=trial, params=params)
+        if self.plan.timeout is not None:
+            rec.deadline = rec.started + self.plan.timeout
+        self.inflight[trial.number] = rec
+        body = self._flow_trial if self.plan.kind == "flow" else self._objective_trial
+        if self.plan.kind == "flow":
+            rec.backend = TrialBackend(self.client, self.pool, trial.number)
+            self.pool.trial_started(trial.number)
+        thread = threading.Thread(target=body, args=(rec,), name=f"mlorch-trial-{trial.number}", daemon=True)
+        thread.start()
+
+    def _track_start(self, rec: TrialRecord, state: TrialState | None = None) -> None:
+        """Create the trial's MLflow run once (trial thread, timeout or abort may race for it).
+
+        Flow trials need it before they start. An objective trial gets it when it ends
+        (``state`` known): its tags then go in with the run, and MLflow's slow writes
+        overlap with the next trial on the worker instead of delaying this one.
+        """
+        with rec.lock:
+            if rec.tracked:
+                return
+            rec.tracked = True
+            if rec.run_future is not None:  # created in the background while the trial ran
+                try:
+                    rec.run_id = str(rec.run_future.result())
+                except Exception:
+                    rec.run_id = None
+            if rec.run_id is None:
+                rec.run_id = self.tracker.start_trial(rec.trial, state)
+            if rec.run_id is not None:
+                self.study._storage.set_trial_user_attr(rec.trial._trial_id, RUN_ATTR, rec.run_id)
+
+    def _flow_trial(self, rec: TrialRecord) -> None:
+        from mlorch.execution.runner import run_flow
+
+        try:
+            self._track_start(rec)
+            info: dict[str, Any] = {"sweep": self.plan.name, "trial": rec.number}
+            if rec.run_id is not None:
+                info.update(mlflow_run_id=rec.run_id, mlflow_tracking_uri=self.tracker.tracking_uri)
+            result = run_flow(self.flow, (), dict(rec.params), cluster=self.handle, info=info, backend=rec.backend)
+            self.events.put(("done", rec, result, None))
+        except BaseException as exc:  # noqa: BLE001 - judged by the driver thread
+            self.events.put(("done", rec, None, exc))
+
+    def _objective_trial(self, rec: TrialRecord) -> None:
+        from mlorch.tuning.objective import ObjectiveCall, run_objective
+
+        try:
+            rec.run_future = self.tracker.start_trial_async(rec.trial)
+            call = ObjectiveCall(
+                objective=self.plan.target,
+                study_name=self.study.study_name,
+                storage=self.storage_spec,
+                sampler=self.plan.sampler,
+                pruner=self.plan.pruner,
+                trial_id=rec.trial._trial_id,
+                number=rec.number,
+                sweep=self.plan.name,
+            )
+            key = f"mlorch-trial-{self.plan.target_name}-{rec.number}-{uuid.uuid4().hex[:8]}"
+            rec.future = self.client.submit(run_objective, call, key=key, pure=False, resources=self.plan.resources)
+            value = self.client.gather(rec.future, direct=True)  # from the worker, not via the scheduler
+        except BaseException as exc:  # noqa: BLE001
+            self._objective_ended(rec, None, exc)
+        else:
+            self._objective_ended(rec, value, None)
+
+    def _objective_ended(self, rec: TrialRecord, value: Any, error: BaseException | None) -> None:
+        try:
+            self._track_start(rec, self._outcome(rec, value, error)[0])
+        except BaseException as exc:  # noqa: BLE001 - tracking trouble must not lose the trial
+            log.warning("sweep '%s': could not track trial %d: %s", self.plan.name, rec.number, exc)
+        self.events.put(("done", rec, value, error))
+
+    # -- finishing a trial ------------------------------------------------------------
+    def _on_done(self, rec: TrialRecord, result: Any, error: BaseException | None) -> None:
+        self.inflight.pop(rec.number, None)
+        if rec.closed:  # already told (timed out); its thread has now let go of the run
+            self._end_deferred(rec)
+            return
+        state, values, message = self._outcome(rec, result, error)
+        self._tell(rec, state, values, message)
+
+    def _await_deferred(self, timeout: float) -> None:
+        """Let cancelled trials' threads return (their flow run's hook writes last) before ending their runs."""
+        deadline = time.monotonic() + timeout
+        while any(r.deferred is not None for r in self._deferred):
+            try:
+                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return
+            if event[0] == "done" and event[1].closed:
+                self._end_deferred(event[1])
+
+    def _end_deferred(self, rec: TrialRecord) -> None:
+        if rec.deferred is not None:
+            frozen, message = rec.deferred
+            rec.deferred = None
+            self.tracker.end_trial(rec.run_id, frozen, self.plan.metrics, message)
+
+    def _outcome(self, rec: TrialRecord, result: Any, error: BaseException | None) -> tuple[TrialState, Any, str | None]:
+        if error is not None:
+            if rec.prune_requested or _is_pruned(error):
+                return TrialState.PRUNED, None, None
+            if isinstance(error, ResourceUnavailableError) and self.plan.kind == "flow":
+                self.error = error  # every trial would fail the same way: stop the sweep
+                self.stop()
+            return TrialState.FAIL, None, _describe(error)
+        try:
+            values = self._values(result)
+        except _BadResult as exc:
+            return TrialState.FAIL, None, str(exc)
+        return TrialState.COMPLETE, values, None
+
+    def _values(self, result: Any) -> list[float]:
+        plan = self.plan
+        if plan.kind == "flow":
+            if isinstance(result, dict):
+                missing = [m for m in plan.metrics if m not in result]
+                if missing:
+                    keys = ", ".join(map(str, result)) or "(none)"
+                    message = f"metric '{missing[0]}' is not in the flow's result (keys: {keys})"
+                    if not self._metric_seen:  # the first result already lacks it: a config error
+                        self.error = ConfigError(f"metric: flow '{plan.target_name}' returned no '{missing[0]}' (it returned: {keys})")
+                        self.stop()
+                    raise _BadResult(message)
+                self._metric_seen = True
+                raw = [result[m] for m in plan.metrics]
+            elif len(plan.metrics) == 1 and _is_number(result):
+                raw = [result]
+            else:
+                raise _BadResult(f"the flow returned {type(result).__name__}, not a dict with '{plan.metrics[0]}'")
+        else:
+            raw = list(result) if isinstance(result, (list, tuple)) else [result]
+        if len(raw) != len(plan.directions):
+            raise _BadResult(f"the target returned {len(raw)} value(s) for {len(plan.directions)} objective(s)")
+        values: list[float] = []
+        for name, v in zip(plan.metrics or ["objective"] * len(raw), raw):
+            if not _is_number(v):
+                raise _BadResult(f"'{name}' is {type(v).__name__} {v!r}, not a number")
+            f = float(v)
+            if math.isnan(f):
+                raise _BadResult(f"'{name}' is NaN")
+            values.append(f)
+        return values
+
+    def _tell(
+        self, rec: TrialRecord, state: TrialState, values: list[float] | None, message: str | None, defer: bool = False
+    ) -> None:
+        """Tell Optuna; end the MLflow run now, or (``defer``) once the trial's thread is gone."""
+        rec.closed = True
+        self._track_start(rec, state)  # a no-op unless the trial ends before its thread made the run
+        storage = self.study._storage
+        if message:
+            storage.set_trial_user_attr(rec.trial._trial_id, "mlorch.error", message[:2000])
+            log.warning("sweep '%s': trial %d failed: %s", self.plan.name, rec.number, message)
+        frozen = self.study.tell(rec.number, values=values if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
+        if not frozen.user_attrs.get(INTERRUPTED):
+            self.finished += 1
+        if defer:
+            rec.deferred = (frozen, message)
+            self._deferred.append(rec)
+        else:
+            self.tracker.end_trial(rec.run_id, frozen, self.plan.metrics, message)
+        if rec.signalled:
+            self._event(rec.number, clear=True)
+        if self.on_finish is not None:
+            self.on_finish(frozen)
+
+    # -- reports, pruning, timeouts ---------------------------------------------------
+    def _on_report(self, msg: dict[str, Any]) -> None:
+        rec = self.inflight.get(int(msg.get("trial", -1)))
+        value, step = msg.get("value"), int(msg.get("step", 0))
+        if rec is None or rec.closed or value is None:
+            return
+        name = (self.plan.metrics or ["objective"])[0]
+        self.tracker.report(rec.run_id, name, float(value), step)
+        if self.plan.multi or rec.prune_requested:
+            return
+        if step in rec.steps:  # Optuna keeps the first value of a step (a retried task reports again)
+            return
+        rec.steps.add(step)
+        rec.trial.report(float(value), step)
+        if rec.trial.should_prune():
+            rec.prune_requested = True
+            log.info("sweep '%s': pruning trial %d at step %d", self.plan.name, rec.number, step)
+            self._event(rec.number)
+            rec.signalled = True
+
+    def _event(self, number: int, clear: bool = False) -> None:
+        from distributed import Event
+
+        try:
+            event = Event(prune_event_name(self.plan.name, number), client=self.client)
+            event.clear() if clear else event.set()
+        except Exception as exc:
+            log.warning("sweep '%s': could not signal trial %d: %s", self.plan.name, number, exc)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for rec in list(self.inflight.values()):
+            if rec.deadline is not None and now >= rec.deadline and not rec.closed:
+                self.inflight.pop(rec.number, None)
+                self._cancel(rec)
+                self._tell(rec, TrialState.FAIL, None, f"trial timed out after {self.plan.timeout:g} s", defer=True)
+
+    def _cancel(self, rec: TrialRecord) -> None:
+        self._event(rec.number)  # mo.report raises at the next step; a queued objective never starts
+        rec.signalled = False  # keep the event set until the zombie thread is gone; cleared at sweep end
+        self._zombies.append(rec.number)
+        if rec.backend is not None:
+            rec.backend.cancel()
+        if rec.future is not None:
+            try:
+                rec.future.cancel()
+            except Exception:
+                pass
+
+    def clear_zombies(self) -> None:
+        for number in self._zombies:
+            self._event(number, clear=True)
+        self._zombies = []
+
+    def _abort(self, exc: BaseException) -> None:
+        """The driver itself is going down (Ctrl-C, an error): close running trials as interrupted."""
+        for rec in list(self.inflight.values()):
+            self._cancel(rec)
+            try:
+                self.study._storage.set_trial_user_attr(rec.trial._trial_id, INTERRUPTED, True)
+                self.study.enqueue_trial(rec.params if self.plan.kind == "flow" else rec.trial.params,
+                                         user_attrs={"mlorch.retry_of": rec.number})
+                self._tell(rec, TrialState.FAIL, None, f"the sweep driver stopped: {type(exc).__name__}", defer=True)
+            except Exception:
+                log.exception("sweep '%s': could not close trial %d", self.plan.name, rec.number)
+        self.inflight.clear()
+
+
+class _BadResult(Exception):
+    pass
+
+
+def _is_number(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(v, (str, bytes))
+
+
+def _is_pruned(error: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, optuna.TrialPruned):
+            return True
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    return False
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, MlorchError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,283 @@
+"""Checking a sweep's arguments before any trial starts, into one frozen ``Plan``.
+
+Every mistake a user can make in the call (an unknown flow parameter, an empty
+range, an unknown sampler, a metric the flow never returns, a bad direction, a
+resource no worker has) fails here with the field named, so a sweep never dies on
+its 40th trial for a typo. Whether a flow returns the metric is read from its
+source: the keys of the dict literals its ``return`` statements build. When a
+return is not a literal the check is deferred to the first finished trial.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import inspect
+import math
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+
+from mlorch.core.flow import Flow
+from mlorch.errors import ConfigError
+from mlorch.tuning.options import check_directions, make_pruner, make_sampler
+from mlorch.tuning.space import Param, describe_space, validate_space
+
+__all__ = ["Plan", "make_plan", "returned_keys"]
+
+
+@dataclass
+class Plan:
+    """A validated sweep definition (what :func:`mlorch.sweep` will run)."""
+
+    target: Any
+    kind: str  # "flow" | "objective"
+    name: str
+    experiment: str
+    space: dict[str, Any]
+    metrics: list[str]
+    directions: list[str]
+    n_trials: int
+    max_concurrency: int | None
+    sampler: optuna.samplers.BaseSampler
+    pruner: optuna.pruners.BasePruner
+    seed: int | None
+    resources: dict[str, float] | None
+    timeout: float | None
+    storage: Any
+    tracking: bool
+    summary: dict[str, Any] = field(default_factory=dict)
+    metric_checked: bool = False
+
+    @property
+    def multi(self) -> bool:
+        return len(self.directions) > 1
+
+    @property
+    def target_name(self) -> str:
+        return str(getattr(self.target, "name", None) or getattr(self.target, "__name__", "objective"))
+
+
+def make_plan(
+    target: Any,
+    *,
+    space: Mapping[str, Any] | None,
+    metric: str | None,
+    direction: str | None,
+    metrics: Sequence[str] | None,
+    directions: Sequence[str] | None,
+    n_trials: Any,
+    max_concurrency: Any,
+    sampler: Any,
+    pruner: Any,
+    seed: Any,
+    name: Any,
+    resources: Any,
+    timeout: Any,
+    storage: Any,
+    tracking: bool,
+) -> Plan:
+    kind = _kind(target)
+    names, dirs = check_directions(metric, direction, metrics, directions)
+    known = list(target.signature.parameters) if kind == "flow" else None
+    if kind == "flow" and space is None:
+        raise ConfigError(f"space: sweeping flow '{target.name}' needs a space over its parameters ({', '.join(known or [])})")
+    checked_space = validate_space(space or {}, known, _label(target))
+    if kind == "flow":
+        _check_flow_call(target, checked_space)
+    else:
+        fixed = [n for n, v in checked_space.items() if not isinstance(v, Param)]
+        if fixed:
+            raise ConfigError(
+                f"space['{fixed[0]}']: an Optuna objective takes no fixed values (it only gets the trial); "
+                "give ranges (mo.uniform, ...) or bind the value in the objective"
+            )
+    if kind == "flow" and not names and len(dirs) == 1:
+        raise ConfigError(f"metric: name the value of flow '{target.name}' to optimise, e.g. metric='val_loss'")
+    metric_checked = _check_metrics(target, kind, names)
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        raise ConfigError(f"n_trials: expected an integer >= 1, got {n_trials!r}")
+    if max_concurrency is not None and (
+        not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1
+    ):
+        raise ConfigError(f"max_concurrency: expected None (derive from the cluster) or an integer >= 1, got {max_concurrency!r}")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ConfigError(f"seed: expected an integer, got {seed!r}")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0):
+        raise ConfigError(f"timeout: expected seconds > 0 per trial, got {timeout!r}")
+    res = _resources(resources)
+    sampler_obj = make_sampler(sampler, seed)
+    pruner_obj = make_pruner(pruner)
+    if len(dirs) > 1 and not isinstance(pruner_obj, optuna.pruners.NopPruner):
+        raise ConfigError("pruner: Optuna cannot prune multi-objective studies; use pruner='none' with metrics=[...]")
+    study_name = _name(name, target, checked_space, names, dirs)
+    summary = {
+        "target": _label(target),
+        "space": describe_space(checked_space),
+        "metric": names if len(names) != 1 else names[0],
+        "direction": dirs if len(dirs) > 1 else dirs[0],
+        "n_trials": n_trials,
+        "max_concurrency": max_concurrency if max_concurrency is not None else "auto",
+        "sampler": type(sampler_obj).__name__,
+        "pruner": type(pruner_obj).__name__,
+        "seed": seed,
+        "resources": res or {},
+        "timeout": timeout,
+    }
+    experiment = target.experiment if kind == "flow" else study_name
+    return Plan(
+        target=target,
+        kind=kind,
+        name=study_name,
+        experiment=experiment,
+        space=checked_space,
+        metrics=names,
+        directions=dirs,
+        n_trials=n_trials,
+        max_concurrency=max_concurrency,
+        sampler=sampler_obj,
+        pruner=pruner_obj,
+        seed=seed,
+        resources=res,
+        timeout=None if timeout is None else float(timeout),
+        storage=storage,
+        tracking=bool(tracking) and (getattr(target, "tracking", True) if kind == "flow" else True),
+        summary=summary,
+        metric_checked=metric_checked,
+    )
+
+
+def _kind(target: Any) -> str:
+    if isinstance(target, Flow):
+        return "flow"
+    if callable(target):
+        try:
+            params = [
+                p
+                for p in inspect.signature(target).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+            ]
+        except (TypeError, ValueError):
+            return "objective"
+        if len(params) != 1:
+            raise ConfigError(
+                f"target: {getattr(target, '__name__', target)!r} is neither an @mo.flow nor an Optuna objective "
+                "taking one argument (the trial)"
+            )
+        return "objective"
+    raise ConfigError(f"target: expected an @mo.flow or an Optuna objective function, got {type(target).__name__}")
+
+
+def _label(target: Any) -> str:
+    if isinstance(target, Flow):
+        return f"flow '{target.name}'"
+    return f"objective '{getattr(target, '__name__', 'objective')}'"
+
+
+def _check_flow_call(flow: Flow[..., Any], space: Mapping[str, Any]) -> None:
+    """Parameters without a default must be swept or fixed in the space."""
+    missing = [
+        n
+        for n, p in flow.signature.parameters.items()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in space
+    ]
+    if missing:
+        raise ConfigError(
+            f"space: flow '{flow.name}' parameter(s) {', '.join(missing)} have no default; "
+            "sweep them or give a fixed value in the space"
+        )
+
+
+def _check_metrics(target: Any, kind: str, names: list[str]) -> bool:
+    """True when the flow's returned keys are known and contain every metric."""
+    if kind != "flow" or not names:
+        return kind != "flow"
+    keys = returned_keys(target.fn)
+    if keys is None:
+        return False
+    for name in names:
+        if name not in keys:
+            close = difflib.get_close_matches(name, sorted(keys), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"metric: flow '{target.name}' never returns '{name}'{hint} (it returns: {', '.join(sorted(keys))})"
+            )
+    return True
+
+
+def returned_keys(fn: Callable[..., Any]) -> set[str] | None:
+    """Keys of the dicts ``fn`` returns, when every ``return`` builds a literal dict; else None."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return None
+    func = next((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+    if func is None:
+        return None
+    returns: list[ast.Return] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                continue  # returns of nested functions are not the flow's
+            if isinstance(child, ast.Return):
+                returns.append(child)
+            visit(child)
+
+    visit(func)
+    if not returns:
+        return None
+    keys: set[str] = set()
+    for ret in returns:
+        value = ret.value
+        if isinstance(value, ast.Dict) and all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in value.keys):
+            keys.update(k.value for k in value.keys)  # type: ignore[union-attr]
+        elif (
+            isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name)
+            and value.func.id == "dict"
+            and not value.args
+            and all(k.arg for k in value.keywords)
+        ):
+            keys.update(str(k.arg) for k in value.keywords)
+        else:
+            return None
+    return keys
+
+
+def _resources(resources: Any) -> dict[str, float] | None:
+    if resources is None:
+        return None
+    if not isinstance(resources, Mapping) or not resources:
+        raise ConfigError(f"resources: expected a mapping like {{'GPU': 1}}, got {resources!r}")
+    out: dict[str, float] = {}
+    for key, amount in resources.items():
+        if (
+            not isinstance(key, str)
+            or not isinstance(amount, (int, float))
+            or isinstance(amount, bool)
+            or not amount > 0
+            or not math.isfinite(amount)
+        ):
+            raise ConfigError(f"resources['{key}']: expected a positive number, got {amount!r}")
+        out[key] = float(amount)
+    return out
+
+
+def _name(name: Any, target: Any, space: Mapping[str, Any], metrics: list[str], directions: list[str]) -> str:
+    """The study name: given, or the target's name plus a digest of what is swept (same sweep = same study)."""
+    if name is not None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"name: expected a non-empty string, got {name!r}")
+        return name
+    base = str(getattr(target, "name", None) or getattr(target, "__name__", "objective"))
+    text = repr((sorted(describe_space(space).items()), metrics, directions))
+    return f"{base}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+
+def is_param(value: Any) -> bool:
+    return isinstance(value, Param)

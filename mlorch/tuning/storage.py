@@ -1,0 +1,91 @@
+"""Where a sweep's Optuna study lives, and how a crashed sweep is picked up again.
+
+Default: ``JournalStorage(JournalFileBackend(<project home>/optuna/journal.log))``, an
+append-only log that survives a killed driver and that ``optuna-dashboard`` opens
+as it is. Only the driver writes it for flow targets; a plain Optuna objective runs
+on a worker with a real ``optuna.Trial`` on the same journal (one machine or a shared
+file system), because its parameters are only known when it calls ``suggest_*``.
+
+Workers reopen a storage from a small picklable *spec* (a path or a URL), and keep
+one storage object per spec per process: a journal is replayed incrementally, not
+from scratch for every trial.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from mlorch.errors import ConfigError
+
+__all__ = ["StorageSpec", "open_storage", "default_journal_path", "storage_from_spec"]
+
+# ("journal", path) | ("rdb", url) | ("object", None) -- the last cannot be reopened elsewhere.
+StorageSpec = tuple[str, str | None]
+
+_cache: dict[StorageSpec, optuna.storages.BaseStorage] = {}
+_lock = threading.Lock()
+
+
+def default_journal_path() -> Path:
+    from mlorch.project import home
+
+    path = home() / "optuna" / "journal.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def open_storage(storage: Any) -> tuple[optuna.storages.BaseStorage, StorageSpec]:
+    """The storage to use and the spec workers reopen it from.
+
+    ``storage`` is None (the project journal), a ``*.log``/``*.jsonl`` path (a journal),
+    a database URL (``sqlite:///...``, ``postgresql://...``), or an Optuna storage object.
+    """
+    if storage is None:
+        spec: StorageSpec = ("journal", str(default_journal_path()))
+    elif isinstance(storage, optuna.storages.BaseStorage):
+        return storage, _spec_of(storage)
+    elif isinstance(storage, (str, Path)):
+        text = str(storage)
+        if "://" in text:
+            spec = ("rdb", text)
+        else:
+            path = Path(text).expanduser().resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            spec = ("journal", str(path))
+    else:
+        raise ConfigError(
+            f"storage: expected None, a journal file path, a database URL or an Optuna storage; got {type(storage).__name__}"
+        )
+    return storage_from_spec(spec), spec
+
+
+def storage_from_spec(spec: StorageSpec) -> optuna.storages.BaseStorage:
+    """One storage object per spec in this process (workers call this for every trial)."""
+    with _lock:
+        found = _cache.get(spec)
+        if found is None:
+            kind, where = spec
+            if kind == "journal":
+                found = JournalStorage(JournalFileBackend(str(where)))
+            elif kind == "rdb":
+                found = optuna.storages.RDBStorage(str(where))
+            else:
+                raise ConfigError("storage: this Optuna storage object cannot be reopened on a worker")
+            _cache[spec] = found
+        return found
+
+
+def _spec_of(storage: optuna.storages.BaseStorage) -> StorageSpec:
+    backend = getattr(storage, "_backend", None)
+    if isinstance(storage, JournalStorage) and isinstance(backend, JournalFileBackend):
+        return ("journal", str(backend._file_path))
+    url = getattr(storage, "url", None)
+    if isinstance(url, str):
+        return ("rdb", url)
+    return ("object", None)

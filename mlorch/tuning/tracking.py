@@ -1,0 +1,474 @@
+"""MLflow for sweeps: one parent run per sweep, one nested child run per trial.
+
+The driver makes every run (workers never open the store). A flow trial gets its
+child run through ``run_flow(info={"mlflow_run_id": ...})``: the tracking hook then
+logs the flow's parameters and task events into it and leaves it open; this module
+ends it with the trial's Optuna state (FINISHED / FAILED with the error / KILLED;
+pruned trials end FINISHED with the tag ``optuna.state=PRUNED``, as MLflow has no
+pruned status). Trial and run point at each other: the trial's user attribute
+``mlflow_run_id``, the run's tags ``optuna.trial_number`` / ``optuna.study_name``.
+
+Ending runs is queued to one thread so the driver's ask/tell loop never waits on
+SQLite; :meth:`SweepTracker.close` drains it. With tracking off (or the tracking
+package missing) :class:`NullTracker` keeps the same interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["NullTracker", "SweepTracker", "open_tracker", "PARENT_ATTR", "RUN_ATTR"]
+
+log = logging.getLogger("mlorch.sweep")
+
+PARENT_ATTR = "mlflow_parent_run_id"  # study user attribute
+from mlorch.tuning.handle import RUN_ATTR  # noqa: E402 - trial user attribute, defined where it is read
+WRITERS = 2
+REMOTE_MIN_TRIALS = 64  # a writer process costs ~2 s to start: worth it past this many trials
+
+
+class NullTracker:
+    parent_run_id: str | None = None
+    tracking_uri: str | None = None
+    define_by_run = False  # a plain objective: parameters known only at the end
+
+    def start_sweep(self, study: optuna.Study, experiment: str, summary: Mapping[str, Any]) -> None: ...
+    def start_trial(self, trial: optuna.Trial, state: TrialState | None = None) -> str | None:
+        return None
+
+    def start_trial_async(self, trial: optuna.Trial) -> Any:
+        return None
+
+    def report(self, run_id: str | None, metric: str, value: float, step: int) -> None: ...
+    def end_trial(self, run_id: str | None, frozen: FrozenTrial, metrics: list[str], error: str | None) -> None: ...
+    def run_for(self, frozen: FrozenTrial) -> str | None:
+        return None
+
+    def reconcile(self, study: optuna.Study, metrics: list[str]) -> None: ...
+    def finish(self, study: optuna.Study, metrics: list[str], status: str = "FINISHED") -> None: ...
+    def close(self) -> None: ...
+
+
+def open_tracker(enabled: bool, n_trials: int = 0) -> NullTracker | SweepTracker:
+    if not enabled:
+        return NullTracker()
+    try:
+        from mlorch.tracking import enabled as tracking_enabled
+        from mlorch.tracking.store import RunStore
+    except ImportError:  # tracking package not installed in this tree
+        log.info("mlorch.tracking is not available: the sweep is not tracked in MLflow")
+        return NullTracker()
+    if not tracking_enabled():  # MLORCH_TRACKING=off
+        return NullTracker()
+    return SweepTracker(RunStore.open(), remote=n_trials >= REMOTE_MIN_TRIALS)
+
+
+class SweepTracker(NullTracker):
+    """Parent/child MLflow runs of one sweep, written through ``RunStore``."""
+
+    def __init__(self, store: Any, remote: bool = False):
+        self.store = store
+        self.remote: Any = None
+        if remote:  # big sweeps: child-run writes in a helper process (see writer.py)
+            try:
+                from mlorch.tuning.writer import RemoteWriter
+
+                self.remote = RemoteWriter(store.tracking_uri)
+            except Exception as exc:
+                log.info("sweep tracking: no writer process (%s); writing from the driver", exc)
+        self.tracking_uri = store.tracking_uri
+        self.parent_run_id: str | None = None
+        self.experiment = ""
+        self.study_name = ""
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._buffer_lock = threading.Lock()
+        self._points: dict[str, list[Any]] = {}
+        self._flushed = 0.0
+        self._state_tagged: dict[str, str] = {}
+        # Jobs touch one run each, so they may run side by side: SQLite serialises the
+        # commits, but one thread's fsync overlaps with the other's ORM work.
+        self._threads = [
+            threading.Thread(target=self._work, name=f"mlorch-sweep-tracking-{i}", daemon=True) for i in range(WRITERS)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- the writer thread ------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:  # tracking must never stop a sweep
+                log.exception("sweep tracking: a write failed")
+
+    def _later(self, job: Callable[[], None]) -> None:
+        self._queue.put(job)
+
+    def close(self) -> None:
+        alive = [t for t in self._threads if t.is_alive()]
+        for _ in alive:
+            self._queue.put(None)
+        for thread in alive:
+            thread.join()
+        remote, self.remote = self.remote, None
+        if remote is not None:
+            remote.close()
+
+    # -- runs -------------------------------------------------------------------------
+    def start_sweep(self, study: optuna.Study, experiment: str, summary: Mapping[str, Any]) -> None:
+        """Create the parent run, or reopen the one a previous (crashed) driver made."""
+        self.experiment, self.study_name = experiment, study.study_name
+        existing = study.user_attrs.get(PARENT_ATTR)
+        if existing:
+            try:
+                self.store.client.update_run(existing, status="RUNNING")
+                self.store.heartbeat.add(existing)
+                self.parent_run_id = existing
+                return
+            except Exception as exc:
+                log.warning("could not reopen the sweep's MLflow run %s (%s); making a new one", existing, exc)
+        tags = {"mlorch.sweep": study.study_name, "optuna.study_name": study.study_name}
+        self.parent_run_id = self.store.create_run(experiment, study.study_name, params=dict(summary), tags=tags)
+        study.set_user_attr(PARENT_ATTR, self.parent_run_id)
+
+    def start_trial(self, trial: optuna.Trial, state: TrialState | None = None) -> str:
+        """The trial's child run: one write, tags only (with ``state`` when the trial has ended).
+
+        A flow's parameters are logged by the tracking hook; an objective's are only
+        known when it ends, and go into the closing batch (tags cost more there).
+        """
+        tags: dict[str, Any] = {
+            "mlorch.sweep": self.study_name,
+            "optuna.study_name": self.study_name,
+            "optuna.trial_number": trial.number,
+            "optuna.trial_id": trial._trial_id,
+        }
+        if state is not None:
+            tags["optuna.state"] = state.name
+        name = f"{self.study_name}-trial-{trial.number}"
+        run_id = self._remote_create(name, tags) if self.remote is not None else None
+        if run_id is None:
+            run_id = str(self.store.create_run(self.experiment, name, tags=tags, parent_run_id=self.parent_run_id))
+        if state is not None:
+            self._state_tagged[run_id] = state.name
+        return run_id
+
+    def report(self, run_id: str | None, metric: str, value: float, step: int) -> None:
+        """Buffer an intermediate value; written in batches (every 1 s or at the trial's end)."""
+        if run_id is None or not math.isfinite(value):
+            return
+        from mlflow.entities import Metric
+
+        with self._buffer_lock:
+            self._points.setdefault(run_id, []).append(Metric(metric, value, int(time.time() * 1000), step))
+            due = time.monotonic() - self._flushed > 1.0
+        if due:
+            self._flushed = time.monotonic()
+            self._later(self._write_points)
+
+    def _write_points(self, only: str | None = None) -> None:
+        with self._buffer_lock:
+            if only is None:
+                batches, self._points = self._points, {}
+            else:
+                batches = {only: self._points.pop(only)} if only in self._points else {}
+        for run_id, points in batches.items():
+            self.store.write_points(run_id, points)
+
+    def end_trial(self, run_id: str | None, frozen: FrozenTrial, metrics: list[str], error: str | None) -> None:
+        if run_id is None:
+            return
+        self._later(lambda: self._end_trial(run_id, frozen, metrics, error))
+
+    def _end_trial(self, run_id: str, frozen: FrozenTrial, metrics: list[str], error: str | None) -> None:
+        """One ``log_batch`` (values, buffered points, tags, an objective's params), then the status."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        from mlorch.tracking.params import param_items, tag_items
+
+        with self._buffer_lock:
+            points = self._points.pop(run_id, [])
+        stamp = int(time.time() * 1000)
+        last = max(frozen.intermediate_values, default=0)
+        if frozen.values is not None:
+            names = metrics or [f"objective_{i}" if len(frozen.values) > 1 else "objective" for i in range(len(frozen.values))]
+            points += [Metric(n, float(v), stamp, last) for n, v in zip(names, frozen.values) if math.isfinite(float(v))]
+        if self.define_by_run:  # a plain objective: its trial.report values were stored on the worker
+            name = "intermediate_" + (metrics or ["objective"])[0]
+            points += [Metric(name, float(v), stamp, int(k)) for k, v in frozen.intermediate_values.items() if math.isfinite(v)]
+        tags = {}
+        if self._state_tagged.pop(run_id, None) != frozen.state.name:
+            tags["optuna.state"] = frozen.state.name
+        if frozen.state == TrialState.PRUNED:
+            tags["mlorch.pruned"] = "true"
+            if frozen.intermediate_values:
+                tags["optuna.pruned_at_step"] = str(last)
+        if frozen.user_attrs.get("mlorch.interrupted"):
+            tags["mlorch.interrupted"] = "true"
+        params = param_items(frozen.params) if self.define_by_run else {}
+        tag_list = [RunTag(k, v) for k, v in tag_items(tags).items()] if tags else []
+        param_list = [Param(k, v) for k, v in params.items()]
+        if self.remote is not None and len(points) <= 1000 and len(tag_list) + len(param_list) <= 90:
+            if self._remote_finish(run_id, points, params, tags, _status(frozen), error):
+                return
+        if len(points) <= 1000 and len(tag_list) + len(param_list) <= 100:
+            self.store.client.log_batch(run_id, metrics=points, params=param_list, tags=tag_list)
+        else:
+            self.store.write_points(run_id, points)
+            if params:
+                self.store.log_params(run_id, frozen.params)
+            self.store.set_tags(run_id, tags)
+        self.store.end_run(run_id, _status(frozen), error=error)
+
+    def _trial_tags(self, trial: optuna.Trial) -> dict[str, Any]:
+        return {
+            "mlorch.sweep": self.study_name,
+            "optuna.study_name": self.study_name,
+            "optuna.trial_number": trial.number,
+            "optuna.trial_id": trial._trial_id,
+        }
+
+    def start_trial_async(self, trial: optuna.Trial) -> Any:
+        """With a writer process: start creating the trial's run now, while it runs; a future of its id."""
+        if self.remote is None:
+            return None
+        try:
+            future = self._remote_submit_create(f"{self.study_name}-trial-{trial.number}", self._trial_tags(trial))
+        except Exception as exc:
+            self._remote_failed(exc)
+            return None
+        future.add_done_callback(lambda f: f.exception() is None and self.store.heartbeat.add(f.result()))
+        return future
+
+    def _remote_submit_create(self, name: str, tags: Mapping[str, Any]) -> Any:
+        from mlorch.tracking.liveness import owner_tags
+        from mlorch.tracking.params import tag_items
+
+        all_tags = {**tag_items(tags), **owner_tags(), "mlflow.parentRunId": str(self.parent_run_id)}
+        return self.remote.submit("create", self.store.experiment_id(self.experiment), name, all_tags)
+
+    def _remote_create(self, name: str, tags: Mapping[str, Any]) -> str | None:
+        """Create a child run in the writer process (as ``RunStore.create_run`` would); None on failure."""
+        try:
+            run_id = str(self._remote_submit_create(name, tags).result())
+        except Exception as exc:
+            self._remote_failed(exc)
+            return None
+        self.store.heartbeat.add(run_id)
+        return run_id
+
+    def _remote_finish(
+        self, run_id: str, points: list[Any], params: dict[str, str], tags: dict[str, Any], status: str, error: str | None
+    ) -> bool:
+        """The closing batch and status in the writer process; False (nothing written) on failure."""
+        from mlorch.tracking.params import MAX_TAG, tag_items, truncate
+        from mlorch.tracking.secrets import scrub
+
+        self.store.flush()  # task events the hook received for this run are written first
+        all_tags = dict(tag_items(tags))
+        if error:
+            all_tags["mlorch.error"] = truncate(scrub(error), MAX_TAG)
+        metrics = [(m.key, m.value, m.timestamp, m.step) for m in points]
+        try:
+            future = self.remote.submit("finish", run_id, metrics, dict(params), all_tags, status)
+        except Exception as exc:
+            self._remote_failed(exc)
+            return False
+        self.store.heartbeat.remove(run_id)
+
+        def fallback(f: Any) -> None:  # the process failed on this one: write it from here
+            if f.exception() is not None:
+                log.warning("sweep tracking: writer process failed on run %s (%s); writing it here", run_id, f.exception())
+                try:
+                    self.store.write_points(run_id, points)
+                    self.store.set_tags(run_id, all_tags)
+                    self.store.end_run(run_id, status)
+                except Exception:
+                    log.exception("sweep tracking: could not end run %s", run_id)
+
+        future.add_done_callback(fallback)
+        return True
+
+    def _remote_failed(self, exc: BaseException) -> None:
+        log.warning("sweep tracking: the writer process failed (%s); writing from the driver", exc)
+        remote, self.remote = self.remote, None
+        if remote is not None:
+            remote.close()
+
+    def run_for(self, frozen: FrozenTrial) -> str | None:
+        """The child run of a trial a dead driver left RUNNING: found by its tags, or made now."""
+        run_id = frozen.user_attrs.get(RUN_ATTR) or self._find_run(frozen.number)
+        if run_id is None:  # the driver died between asking the trial and creating its run
+            run_id = self.store.create_run(
+                self.experiment,
+                f"{self.study_name}-trial-{frozen.number}",
+                params={"trial": frozen.number, **frozen.params},
+                tags={"mlorch.sweep": self.study_name, "optuna.study_name": self.study_name,
+                      "optuna.trial_number": frozen.number, "optuna.trial_id": frozen._trial_id},
+                parent_run_id=self.parent_run_id,
+            )
+        return str(run_id)
+
+    def reconcile(self, study: optuna.Study, metrics: list[str]) -> None:
+        """Make every finished trial's run end as the trial did (a dead driver may not have ended it)."""
+        if not self.parent_run_id:
+            return
+        runs = {r.data.tags.get("optuna.trial_number"): r for r in self._children()}
+        for frozen in study.get_trials(deepcopy=False):
+            if not frozen.state.is_finished():
+                continue
+            run = runs.get(str(frozen.number))
+            if run is None:
+                continue
+            expected = _status(frozen)
+            if run.info.status != expected or run.data.tags.get("optuna.state") != frozen.state.name:
+                self._end_trial(run.info.run_id, frozen, metrics, frozen.user_attrs.get("mlorch.error"))
+
+    def _children(self, status: str | None = None) -> list[Any]:
+        query = f"tags.mlflow.parentRunId = '{self.parent_run_id}'"
+        if status:
+            query += f" and attributes.status = '{status}'"
+        exp = self.store.experiment_id(self.experiment)
+        return list(self.store.client.search_runs([exp], query, max_results=50000))
+
+    def _find_run(self, number: int) -> str | None:
+        if not self.parent_run_id:
+            return None
+        exp = self.store.experiment_id(self.experiment)
+        runs = self.store.client.search_runs(
+            [exp], f"tags.mlflow.parentRunId = '{self.parent_run_id}' and tags.`optuna.trial_number` = '{number}'"
+        )
+        return runs[0].info.run_id if runs else None
+
+    def finish(self, study: optuna.Study, metrics: list[str], status: str = "FINISHED") -> None:
+        """Summary of the sweep on the parent run: best trial, plots, trials table, best model."""
+        parent = self.parent_run_id
+        with tempfile.TemporaryDirectory(prefix="mlorch-sweep-") as tmp:
+            # Plots need only the study: draw them while the writers finish the child runs.
+            files: list[Path] = []
+            multi = len(study.directions) > 1
+            drawer = threading.Thread(target=lambda: files.extend(_plots(study, Path(tmp), multi)), daemon=True)
+            if parent is not None:
+                drawer.start()
+            self.close()  # every child run is ended before the summary reads them
+            if parent is None:
+                return
+            drawer.join()
+            try:
+                self._summarise(study, metrics, parent, Path(tmp), files)
+            except Exception:
+                log.exception("sweep tracking: could not write the sweep summary")
+        self.store.end_run(parent, status)
+
+    def _summarise(self, study: optuna.Study, metrics: list[str], parent: str, folder: Path, plots: list[Path]) -> None:
+        trials = study.get_trials(deepcopy=False)
+        counts = {s.name.lower(): sum(1 for t in trials if t.state == s) for s in TrialState}
+        self.store.log_metrics(parent, {f"trials_{k}": float(v) for k, v in counts.items() if v})
+        multi = len(study.directions) > 1
+        best: list[FrozenTrial] = []
+        try:
+            best = list(study.best_trials) if multi else [study.best_trial]
+        except ValueError:
+            best = []
+        if best and not multi:
+            b = best[0]
+            name = metrics[0] if metrics else "objective"
+            self.store.log_metrics(parent, {f"best_{name}": float(b.value)})  # type: ignore[arg-type]
+            self.store.log_params(parent, {f"best.{k}": v for k, v in b.params.items()})
+            self.store.set_tags(
+                parent,
+                {"best_trial": b.number, "best_run_id": b.user_attrs.get(RUN_ATTR, "")},
+            )
+        table = folder / "trials.csv"
+        study.trials_dataframe().to_csv(table, index=False)
+        self.store.log_artifact(parent, str(table))
+        for file in plots:
+            self.store.log_artifact(parent, str(file), "plots")
+        if best and not multi:
+            self._register_best(best[0])
+
+    def _register_best(self, best: FrozenTrial) -> None:
+        """Give the best trial's logged model the registry alias ``best``."""
+        run_id = best.user_attrs.get(RUN_ATTR)
+        if not run_id:
+            return
+        client = self.store.client
+        outputs = getattr(client.get_run(run_id), "outputs", None)
+        model_ids = [o.model_id for o in (getattr(outputs, "model_outputs", None) or [])]
+        models = [client.get_logged_model(m) for m in dict.fromkeys(model_ids)]
+        for model in models:
+            versions = [v for v in client.search_model_versions(f"name='{model.name}'") if v.run_id == run_id]
+            if versions:
+                version = max(int(v.version) for v in versions)
+            else:
+                import mlflow
+                from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+                with _use_tracking_uri(self.tracking_uri):
+                    version = int(mlflow.register_model(model.model_uri, model.name, await_registration_for=60).version)
+            client.set_registered_model_alias(model.name, "best", str(version))
+            client.set_tag(run_id, "mlorch.best_model", f"models:/{model.name}@best")
+
+
+def _status(frozen: FrozenTrial) -> str:
+    """The MLflow status of a finished trial's run."""
+    if frozen.user_attrs.get("mlorch.interrupted"):
+        return "KILLED"
+    return {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED"}.get(frozen.state, "FAILED")
+
+
+def _plots(study: optuna.Study, folder: Path, multi: bool) -> list[Path]:
+    """Optuna's own plots as PNGs (matplotlib backend; no browser, no plotly)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+
+    out: list[Path] = []
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    plots: list[tuple[str, Callable[[], Any]]] = []
+    if multi:
+        plots.append(("pareto_front.png", lambda: ovm.plot_pareto_front(study)))
+    else:
+        plots.append(("optimization_history.png", lambda: ovm.plot_optimization_history(study)))
+        if len(complete) >= 2 and len({k for t in complete for k in t.params}) >= 1:
+            plots.append(("param_importances.png", lambda: _importances(study, ovm)))
+        if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+            plots.append(("intermediate_values.png", lambda: ovm.plot_intermediate_values(study)))
+    import warnings
+
+    for name, make in plots:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = make()
+                fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+                path = folder / name
+                fig.savefig(path, dpi=80, bbox_inches="tight")
+            plt.close(fig)
+            out.append(path)
+        except Exception as exc:  # e.g. importances need >1 distinct value per parameter
+            log.info("sweep plot %s skipped: %s: %s", name, type(exc).__name__, exc)
+    return out
+
+
+def _importances(study: optuna.Study, ovm: Any) -> Any:
+    """Parameter importances; PED-ANOVA (milliseconds) before fANOVA (seconds with 64 trees)."""
+    try:
+        return ovm.plot_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    except Exception:
+        return ovm.plot_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=16))

@@ -1,0 +1,122 @@
+"""Crashes: a worker SIGKILLed mid-trial costs that trial only; a SIGKILLed driver's sweep resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import mlorch as mo
+from mlorch.tuning.storage import default_journal_path
+from tests.resources import sweep_flows as sf
+from tests.tracking_fixtures import store, store_dir  # noqa: F401 - fixtures
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def log(tmp_path, monkeypatch, cluster):
+    path = tmp_path / "records.jsonl"
+    monkeypatch.setenv("MLORCH_TEST_LOG", str(path))
+    cluster.client.run(lambda: __import__("os").environ.__setitem__("MLORCH_TEST_LOG", str(path)))
+    return path
+
+
+def children(store, parent_id):
+    exp_ids = [e.experiment_id for e in store.client.search_experiments()]
+    return store.client.search_runs(exp_ids, f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1000)
+
+
+def test_worker_killed_mid_trial_reruns_that_trial_elsewhere(cluster, store, log, tmp_path, project):
+    marker = tmp_path / "killed-once"
+    pre = optuna.create_study(
+        study_name="kill", storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(default_journal_path())))
+    )
+    pre.enqueue_trial({"x": 0.9, "marker": str(marker)})  # the first trial kills its worker
+    study = mo.sweep(sf.killer, space={"x": mo.uniform(0, 1), "marker": mo.choice(["", str(marker)])}, metric="loss", n_trials=4,
+                     name="kill", cluster=cluster, progress=False, max_concurrency=2)
+    assert marker.exists()
+    trials = study.study.trials
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    attempts = [r for r in sf.records(log, "attempt") if r["x"] == 0.9]
+    assert len(attempts) == 2 and attempts[0]["pid"] != attempts[1]["pid"]  # re-run, same params, new process
+    assert trials[0].params["x"] == 0.9 and trials[0].value == pytest.approx((0.9 - 0.3) ** 2)
+    runs = children(store, study.parent_run_id)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    cluster.client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    import mlorch as mo
+    from tests.resources import sweep_flows as sf
+    mo.sweep(sf.slow, space={{"x": mo.uniform(0, 1), "seconds": 1.5}}, metric="loss", n_trials=8,
+             max_concurrency=2, name="resume", seed=0, progress=False,
+             cluster={{"kind": "address", "address": {address!r}}})
+    """
+)
+
+
+def test_driver_killed_mid_sweep_resumes_to_exactly_n_trials(cluster, store, project, tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(root=ROOT, address=cluster.client.scheduler.address))
+    env = {**os.environ, "MLORCH_HOME": str(project), "MLFLOW_TRACKING_URI": store.tracking_uri}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.log", "w"))
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(default_journal_path())))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                states = Counter(t.state for t in optuna.load_study(study_name="resume", storage=storage).trials)
+            except KeyError:
+                states = Counter()
+            if states[TrialState.COMPLETE] >= 2 and states[TrialState.RUNNING] >= 1:
+                break
+            assert proc.poll() is None, (tmp_path / "driver.log").read_text()
+            time.sleep(0.05)
+        else:
+            pytest.fail("the driver never had finished and running trials at once")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver, as an OOM killer would
+        proc.wait()
+
+    before = optuna.load_study(study_name="resume", storage=storage).trials
+    interrupted = [t for t in before if t.state == TrialState.RUNNING]
+    assert interrupted
+
+    study = mo.sweep(sf.slow, space={"x": mo.uniform(0, 1), "seconds": 1.5}, metric="loss", n_trials=8,
+                     max_concurrency=2, name="resume", seed=0, progress=False, cluster=cluster)
+    trials = study.study.trials
+    closed = [t for t in trials if t.user_attrs.get("mlorch.interrupted")]
+    counted = [t for t in trials if not t.user_attrs.get("mlorch.interrupted")]
+    assert [t.number for t in closed] == [t.number for t in interrupted]
+    assert all(t.state == TrialState.FAIL for t in closed)
+    assert len(counted) == 8 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert study.n_finished == 8
+    # Every interrupted trial's parameters ran again.
+    reruns = {t.user_attrs["mlorch.retry_of"]: t for t in counted if "mlorch.retry_of" in t.user_attrs}
+    for t in interrupted:
+        assert reruns[t.number].params["x"] == t.params["x"]
+
+    # MLflow agrees trial for trial: one child run per Optuna trial, states matching, nothing left RUNNING.
+    runs = children(store, study.parent_run_id)
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
+    assert len(runs) == len(trials) == len(by_number)
+    for t in trials:
+        run = by_number[t.number]
+        assert t.user_attrs["mlflow_run_id"] == run.info.run_id
+        expected = "KILLED" if t.user_attrs.get("mlorch.interrupted") else "FINISHED"
+        assert run.info.status == expected, (t.number, run.info.status)
+    assert store.client.get_run(study.parent_run_id).info.status == "FINISHED"
