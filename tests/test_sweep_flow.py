@@ -150,8 +150,10 @@ def test_notebook_handle_returns_at_once_stops_cleanly(cluster, store, log):
     while handle.n_finished < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert handle.best_params and isinstance(handle.best_value, float)
-    # Trials in flight already hold their parameters in the study, so TPE's constant liar sees them.
-    running = handle.study.get_trials(states=(TrialState.RUNNING,))
+    # Trials running on the cluster already hold their parameters in the study (suggested on the
+    # driver before submission), so TPE's constant liar sees them.
+    started = {r["trial"] for r in sf.records(log, "train")}
+    running = [t for t in handle.study.get_trials(states=(TrialState.RUNNING,)) if t.number in started]
     assert running and all(set(t.params) == {"lr", "depth"} for t in running)
     assert handle.plan.sampler._constant_liar is True
     handle.stop()
