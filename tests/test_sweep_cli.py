@@ -35,6 +35,7 @@ def test_shipped_digits_sweep_is_valid():
     path = os.path.join(ROOT, "configs", "sweeps", "digits.yaml")
     target, options = load_sweep(path)
     options.pop("cluster")
+    options.pop("tracking_uri")
     plan = make_plan(target, **{k: v for k, v in options.items() if k != "storage"}, storage=None)
     assert plan.kind == "flow" and set(plan.space) <= set(target.signature.parameters)
     assert plan.metrics == ["val_loss"] and plan.directions == ["minimize"]
@@ -77,3 +78,20 @@ def test_cli_runs_then_resumes_by_name(tmp_path):
     journal = tmp_path / "project" / "optuna" / "journal.log"
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     assert len(optuna.load_study(study_name="cli-tiny", storage=storage).trials) == 5
+
+
+def test_tracking_uri_in_the_yaml_points_the_sweep_at_that_store(tmp_path):
+    from mlflow import MlflowClient
+
+    store = tmp_path / "elsewhere"
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(root=ROOT) + f"tracking_uri: {store}\n")
+    env = {**os.environ, "MLORCH_HOME": str(tmp_path / "project"), "MLORCH_TRACKING": "on"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    out = subprocess.run([sys.executable, "-m", "mlorch", "sweep", str(path), "--no-progress"],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 4  # the sweep's parent run and its 3 trials
+    assert not (tmp_path / "project" / "mlflow.db").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--n-trials", type=int, help="override n_trials")
     p.add_argument("--cluster", help="override the cluster YAML")
     p.add_argument("--name", help="override the study name")
+    p.add_argument("--tracking-uri", help="MLflow store (overrides the YAML's tracking_uri and MLFLOW_TRACKING_URI)")
     p.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
 
 
@@ -31,7 +33,8 @@ def load_sweep(path: str) -> tuple[Any, dict[str, Any]]:
     cfg = validate(SweepConfig, load_yaml(path), path)
     space = space_from_config(cfg.space, path)
     target = load_target(cfg.target)
-    options = cfg.model_dump(exclude={"target", "space", "cluster"})
+    options = cfg.model_dump(exclude={"target", "space", "cluster", "tracking_uri"})
+    options["tracking_uri"] = cfg.tracking_uri
     options["space"] = space or None
     options["cluster"] = _cluster(cfg.cluster, Path(path))
     return target, options
@@ -48,6 +51,10 @@ def main(args: argparse.Namespace) -> int:
     import mlorch as mo
 
     target, options = load_sweep(args.config)
+    tracking_uri = options.pop("tracking_uri")
+    tracking_uri = args.tracking_uri or tracking_uri
+    if tracking_uri:  # this process is the sweep's only MLflow writer: pointing it is enough
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     if args.n_trials is not None:
         options["n_trials"] = args.n_trials
     if args.cluster:

@@ -36,3 +36,4 @@ class SweepConfig(BaseModel):
     storage: str | None = None
     cluster: str | dict[str, Any] | None = None
     tracking: bool = True
+    tracking_uri: str | None = Field(default=None, description="MLflow store (default: MLFLOW_TRACKING_URI, else the project's)")
