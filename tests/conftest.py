@@ -35,6 +35,15 @@ def project(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
+def log(tmp_path, monkeypatch, cluster) -> Path:
+    """A file tasks append lines to (``MLORCH_TEST_LOG``), set here and on every worker of ``cluster``."""
+    path = tmp_path / "records.jsonl"
+    monkeypatch.setenv("MLORCH_TEST_LOG", str(path))
+    cluster.client.run(lambda: os.environ.__setitem__("MLORCH_TEST_LOG", str(path)))
+    return path
+
+
+@pytest.fixture
 def no_tracking(monkeypatch) -> None:
     """Engine tests that do not look at MLflow skip it (it is tested on its own)."""
     monkeypatch.setenv("MLORCH_TRACKING", "off")

@@ -60,10 +60,7 @@ def test_intermediate_results_stay_on_the_workers(cluster):
         ef.WorkerOnly(1).__reduce__()[0](1)  # the guard is real: it fails here, in the caller
 
 
-def test_dynamic_fanout_over_runtime_output_then_branch(cluster, tmp_path, monkeypatch):
-    log = tmp_path / "log.txt"
-    monkeypatch.setenv("MLORCH_TEST_LOG", str(log))
-    cluster.client.run(lambda: __import__("os").environ.__setitem__("MLORCH_TEST_LOG", str(log)))
+def test_dynamic_fanout_over_runtime_output_then_branch(cluster, log):
     big = ef.dynamic_fanout(4)
     assert big == {"branch": "big", "sum": 14, "double": 28}
     small = ef.dynamic_fanout(2)
@@ -81,8 +78,6 @@ def test_nested_flows_are_inlined_into_one_graph(cluster):
     assert len(ef.outer.graph(2)) == 3  # inner's tasks joined outer's graph
 
 
-def test_tasks_whose_result_is_unused_still_run(cluster, tmp_path):
-    log = tmp_path / "log.txt"
-    cluster.client.run(lambda: __import__("os").environ.__setitem__("MLORCH_TEST_LOG", str(log)))
+def test_tasks_whose_result_is_unused_still_run(cluster, log):
     assert ef.with_side_effect() == 4
     assert "side_effect ran" in log.read_text().splitlines()

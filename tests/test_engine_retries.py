@@ -14,12 +14,9 @@ pytestmark = pytest.mark.usefixtures("no_tracking")
 
 
 @pytest.fixture
-def attempt_log(cluster, tmp_path, monkeypatch):
-    path = tmp_path / "attempts.txt"
-    path.touch()
-    monkeypatch.setenv("MLORCH_TEST_LOG", str(path))
-    cluster.client.run(lambda: __import__("os").environ.__setitem__("MLORCH_TEST_LOG", str(path)))
-    return path
+def attempt_log(log):
+    log.touch()
+    return log
 
 
 def _attempts(path, name):

@@ -11,23 +11,9 @@ from optuna.trial import TrialState
 
 import mlorch as mo
 from tests.resources import sweep_flows as sf
-from tests.tracking_fixtures import artifact_paths, store, store_dir  # noqa: F401 - fixtures
+from tests.tracking_fixtures import children, artifact_paths, store, store_dir  # noqa: F401 - fixtures
 
 SPACE = {"lr": mo.loguniform(1e-4, 1e-1), "depth": mo.intrange(2, 12)}
-
-
-@pytest.fixture
-def log(tmp_path, monkeypatch, cluster):
-    """A file tasks append JSON lines to (on the workers as well as here)."""
-    path = tmp_path / "records.jsonl"
-    monkeypatch.setenv("MLORCH_TEST_LOG", str(path))
-    cluster.client.run(lambda: __import__("os").environ.__setitem__("MLORCH_TEST_LOG", str(path)))
-    return path
-
-
-def children(store, parent_id):
-    exp_ids = [e.experiment_id for e in store.client.search_experiments()]
-    return store.client.search_runs(exp_ids, f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1000)
 
 
 def test_flow_sweep_parent_and_child_runs_and_shared_upstream(cluster, store, log):

@@ -17,14 +17,6 @@ PRUNERS = {
 }
 
 
-@pytest.fixture
-def log(tmp_path, monkeypatch, cluster):
-    path = tmp_path / "records.jsonl"
-    monkeypatch.setenv("MLORCH_TEST_LOG", str(path))
-    cluster.client.run(lambda: __import__("os").environ.__setitem__("MLORCH_TEST_LOG", str(path)))
-    return path
-
-
 @pytest.mark.parametrize("pruner", list(PRUNERS))
 def test_pruner_stops_trials_on_the_workers(pruner, cluster, store, log):
     study = mo.sweep(

@@ -17,22 +17,9 @@ from optuna.trial import TrialState
 import mlorch as mo
 from mlorch.tuning.storage import default_journal_path
 from tests.resources import sweep_flows as sf
-from tests.tracking_fixtures import store, store_dir  # noqa: F401 - fixtures
+from tests.tracking_fixtures import children, store, store_dir  # noqa: F401 - fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def log(tmp_path, monkeypatch, cluster):
-    path = tmp_path / "records.jsonl"
-    monkeypatch.setenv("MLORCH_TEST_LOG", str(path))
-    cluster.client.run(lambda: __import__("os").environ.__setitem__("MLORCH_TEST_LOG", str(path)))
-    return path
-
-
-def children(store, parent_id):
-    exp_ids = [e.experiment_id for e in store.client.search_experiments()]
-    return store.client.search_runs(exp_ids, f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1000)
 
 
 def test_worker_killed_mid_trial_reruns_that_trial_elsewhere(cluster, store, log, tmp_path, project):

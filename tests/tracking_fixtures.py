@@ -46,3 +46,8 @@ def artifact_paths(store: RunStore, run_id: str, path: str | None = None) -> lis
 def read_artifact(store: RunStore, run_id: str, path: str, dst: Path) -> bytes:
     local = store.client.download_artifacts(run_id, path, str(dst))
     return Path(local).read_bytes()
+
+
+def children(store, parent_id):
+    exp_ids = [e.experiment_id for e in store.client.search_experiments()]
+    return store.client.search_runs(exp_ids, f"tags.mlflow.parentRunId = '{parent_id}'", max_results=1000)
