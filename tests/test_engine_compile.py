@@ -81,3 +81,8 @@ def test_nested_flows_are_inlined_into_one_graph(cluster):
 def test_tasks_whose_result_is_unused_still_run(cluster, log):
     assert ef.with_side_effect() == 4
     assert "side_effect ran" in log.read_text().splitlines()
+
+
+def test_results_inside_a_namedtuple_become_graph_edges(cluster):
+    assert ef.namedtuple_flow(2) == 4 + 9
+    assert sorted(k.rsplit("-", 1)[0] for k in ef.namedtuple_flow.graph(2)) == ["pair_sum", "square", "square"]

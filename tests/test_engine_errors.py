@@ -76,3 +76,14 @@ def test_cache_version_changes_the_task_identity():
 
     assert mo.task(cache_version=1)(f).token != mo.task(cache_version=2)(f).token
     assert mo.task(cache_version=1)(f).token == mo.task(cache_version=1)(f).token
+
+
+def test_results_hidden_in_other_containers_are_refused_clearly():
+    from collections import OrderedDict
+
+    @mo.flow
+    def bad() -> int:
+        return ef.total(OrderedDict(a=ef.square(2)))
+
+    with pytest.raises(mo.FlowDefinitionError, match="argument 0 is a OrderedDict holding task results"):
+        bad.graph()

@@ -72,3 +72,9 @@ def test_bad_retry_options_fail_at_definition():
         mo.task(timeout=0)(lambda: None)
     with pytest.raises(mo.FlowDefinitionError, match="retry_on must be exception types"):
         mo.task(retry_on=("nope",))(lambda: None)
+
+
+def test_a_pruned_trial_is_not_retried(attempt_log):
+    with pytest.raises(mo.TaskFailedError, match="failed after 1 attempt: TrialPruned"):
+        rf.run_pruned()
+    assert len(_attempts(attempt_log, "pruned")) == 1

@@ -78,11 +78,16 @@ def execute(call: TaskCall, *args: Any, **kwargs: Any) -> Any:
             if cache is not None:
                 cache.put(call.key, value)
             return value
-        retryable = isinstance(error, task.retry_on) and isinstance(error, Exception)
+        retryable = isinstance(error, task.retry_on) and isinstance(error, Exception) and not _control_flow(error)
         if not retryable or attempt > task.retries:
             _finalize(ctx, error)
             raise _final_error(task.name, attempt, error) from error
         time.sleep(backoff_delay(attempt, task.retry_delay, task.backoff, task.jitter))
+
+
+def _control_flow(error: BaseException) -> bool:
+    """Exceptions that steer a run rather than report a fault (a pruned trial): never retried."""
+    return type(error).__name__ == "TrialPruned" or getattr(error, "mlorch_no_retry", False)
 
 
 def _finalize(ctx: TaskContext, error: BaseException | None) -> None:
@@ -98,7 +103,7 @@ def _finalize(ctx: TaskContext, error: BaseException | None) -> None:
 def _final_error(name: str, attempts: int, error: BaseException) -> TaskFailedError:
     tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
     if isinstance(error, _AttemptTimeout):
-        return TaskTimeoutError(name, attempts, f"task '{name}' timed out after {error.seconds:g} s ({tries})", None)
+        return TaskTimeoutError(name, attempts, f"task '{name}' timed out after {error.seconds:g} s ({tries})", error)
     if isinstance(error, TaskFailedError):  # a nested flow's task already named itself
         return TaskFailedError(name, attempts, f"task '{name}' failed after {tries}: {error}", error)
     return TaskFailedError(name, attempts, f"task '{name}' failed after {tries}: {type(error).__name__}: {error}", error)
@@ -114,7 +119,7 @@ def _call(task: Task[..., Any], ctx: TaskContext, args: tuple[Any, ...], kwargs:
     if task.timeout is None:
         return task.fn(*args, **kwargs)
     # Python cannot kill a thread: the attempt runs in a daemon thread and is abandoned
-    # (not stopped) on timeout. Long loops can poll mo.context() to stop early.
+    # (not stopped) on timeout; it keeps running while the worker slot moves on.
     outcome: dict[str, Any] = {}
     run_ctx = contextvars.copy_context()
 

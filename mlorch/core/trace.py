@@ -161,6 +161,13 @@ class Trace:
             deps.add(value.key)
             return ts.Alias(value.key) if nested else ts.TaskRef(value.key)
         container = type(value)
+        if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple: rebuilt field by field
+            inner_nt: set[str] = set()
+            items = [self._spec(v, inner_nt, task, where, True) for v in value]
+            if not inner_nt:
+                return value
+            deps.update(inner_nt)
+            return ts.parse_input(container(*items))
         if container in (list, tuple, set, frozenset, dict):
             inner: set[str] = set()
             if container is dict:
@@ -171,6 +178,11 @@ class Trace:
                 return built
             deps.update(inner)
             return ts.parse_input(built)  # a List/Dict/... node that resolves its members
+        if isinstance(value, (MappingABC, list, tuple, set, frozenset)) and _contains_ref(value):
+            raise FlowDefinitionError(
+                f"task '{task}': argument {where!r} is a {container.__name__} holding task results; "
+                "pass them in a plain list, tuple, dict or namedtuple so they become graph edges"
+            )
         if self.check_pickle:
             _check_picklable(value, task, where)
         return value
@@ -248,6 +260,12 @@ def collect_refs(value: Any, out: list[Ref]) -> None:
             collect_refs(v, out)
 
 
+def _contains_ref(value: Any) -> bool:
+    found: list[Ref] = []
+    collect_refs(value, found)
+    return bool(found)
+
+
 def substitute(value: Any, results: Mapping[str, Any]) -> Any:
     """The return value with each Ref replaced by its computed result."""
     if isinstance(value, Ref):
@@ -257,8 +275,12 @@ def substitute(value: Any, results: Mapping[str, Any]) -> Any:
         if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
             return type(value)(*items)
         return type(value)(items)
-    if isinstance(value, dict):
-        return type(value)((k, substitute(v, results)) for k, v in value.items())
+    if isinstance(value, MappingABC):
+        items = {k: substitute(v, results) for k, v in value.items()}
+        try:
+            return type(value)(items)
+        except TypeError:  # e.g. defaultdict, whose first argument is a factory
+            return items
     return value
 
 

@@ -122,11 +122,14 @@ def start_local(
         options = {**template, "nthreads": threads_per_worker, "env": dict(base_env), "name": f"cpu-{i}"}
         specs[f"cpu-{i}"] = {"cls": Nanny, "options": options}
     cluster.worker_spec.update(specs)
+    client: Client | None = None
     try:
         cluster.sync(cluster._correct_state)
         client = Client(cluster, set_as_default=False)
         client.wait_for_workers(n_workers, timeout=120)
     except Exception as exc:
+        if client is not None:
+            client.close()
         cluster.close()
         raise ClusterError(f"local cluster workers did not start: {type(exc).__name__}: {exc}") from exc
     return _ready(ClusterHandle(client=client, kind="local", cluster=cluster, gpu_ids=gpu_ids))
@@ -143,7 +146,11 @@ def connect(address: str, timeout: float = 30) -> ClusterHandle:
 
 
 def _ready(handle: ClusterHandle) -> ClusterHandle:
-    subscribe_task_logs(handle.client)
+    try:
+        subscribe_task_logs(handle.client)
+    except BaseException:
+        handle.close()
+        raise
     link = handle.dashboard_link
     gpus = f", {len(handle.gpu_ids)} GPU slot(s)" if handle.gpu_ids else ""
     log.info("%s cluster with %d worker(s)%s; dashboard: %s", handle.kind, handle.n_workers, gpus, link or "off")
@@ -164,6 +171,11 @@ def _deactivate(handle: ClusterHandle) -> None:
         _stack.remove(handle)
 
 
+def _close_default() -> None:
+    if _default is not None:
+        _default.close()
+
+
 def active_cluster() -> ClusterHandle | None:
     """The innermost cluster opened with ``mo.cluster`` and not yet closed."""
     return _stack[-1] if _stack else None
@@ -177,8 +189,11 @@ def default_cluster() -> ClusterHandle:
         return handle
     with _default_lock:
         if _default is None or _default.client.status != "running":
+            if _default is not None:  # its client was closed: do not leave its processes behind
+                _default.close()
+            else:
+                atexit.register(_close_default)
             log.info("no cluster open: starting a local one (use `with mo.cluster(...)` to choose)")
             _default = start_local()
             _deactivate(_default)
-            atexit.register(_default.close)
         return _default

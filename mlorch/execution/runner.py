@@ -13,13 +13,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from distributed import Client, Future
+from distributed import Client, Future, as_completed
 
 from mlorch.core.flow import Flow, set_runner
 from mlorch.core.trace import Ref, Trace, collect_refs, substitute
 from mlorch.errors import ResourceUnavailableError
 from mlorch.execution.cluster import ClusterHandle, active_cluster, default_cluster
+from mlorch.log import get_logger
 from mlorch.project import cache_dir as default_cache_dir
+
+log = get_logger("mlorch.runner")
 
 __all__ = ["DistributedBackend", "FlowRun", "RunHook", "add_run_hook", "run_flow", "install"]
 
@@ -128,26 +131,32 @@ def run_flow(
     handle = cluster or active_cluster() or default_cluster()
     run = FlowRun(flow=flow, params=flow.bind(args, kwargs), cluster=handle, info=dict(info or {}))
     hooks = [h for h in (factory(run) for factory in _hooks) if h is not None] + list(extra_hooks or [])
-    for hook in hooks:
-        hook.on_run_start(run)
+    started: list[RunHook] = []
     backend = backend or DistributedBackend(handle.client)
-    trace = Trace(backend=backend, run=run.info, cache_dir=str(cache_dir or default_cache_dir()))
     result: Any = None
     error: BaseException | None = None
     try:
+        for hook in hooks:
+            hook.on_run_start(run)
+            started.append(hook)
+        trace = Trace(backend=backend, run=run.info, cache_dir=str(cache_dir or default_cache_dir()))
         value = flow.trace_into(trace, (), run.params)
         refs: list[Ref] = []
         collect_refs(value, refs)
         outputs = [r.key for r in refs]
         futures = backend.submit(trace, outputs + trace.leaves())
-        if progress and futures:
-            from distributed import progress as show_progress
-
+        if futures:
             with handle.client.as_current():
-                show_progress(futures, multi=False)
+                if progress:
+                    from distributed import progress as show_progress
+
+                    show_progress(futures, multi=False)
+                for done in as_completed(futures):  # a failure surfaces at once, not after the rest
+                    if done.status == "error":
+                        break
         for future in futures:
-            exc = future.exception()  # waits; None when the task succeeded
-            if exc is not None:
+            if future.status == "error":
+                exc = future.exception()
                 run.failed_task = getattr(exc, "task", None) or trace.names.get(future.key, str(future.key))
                 future.result()  # raises the task's error here
         values = handle.client.gather(futures[: len(outputs)]) if outputs else []
@@ -160,8 +169,25 @@ def run_flow(
         raise
     finally:
         backend.release()
-        for hook in reversed(hooks):
+        _end_hooks(started, run, result, error)
+
+
+def _end_hooks(hooks: list[RunHook], run: FlowRun, result: Any, error: BaseException | None) -> None:
+    """End every started hook, even if one fails; a hook's own error never hides the run's.
+
+    A hook may raise a BaseException on purpose (tracking re-raises a SIGTERM it deferred
+    while ending the run): that one is re-raised once all hooks have ended.
+    """
+    deferred: BaseException | None = None
+    for hook in reversed(hooks):
+        try:
             hook.on_run_end(run, result, error)
+        except Exception:
+            log.exception("run hook %r failed while ending run %s", hook, run.run_id)
+        except BaseException as exc:  # noqa: BLE001 - a deferred signal, re-raised below
+            deferred = deferred or exc
+    if deferred is not None:
+        raise deferred
 
 
 def _graph_backend() -> DistributedBackend | Any:

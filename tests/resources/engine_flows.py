@@ -148,3 +148,18 @@ def cpu_gpu_ids(i: int) -> tuple:
 @mo.flow
 def cpu_jobs(n: int = 4) -> list:
     return cpu_gpu_ids.map(range(n))
+
+
+class Pair(__import__("typing").NamedTuple):
+    left: int
+    right: int
+
+
+@mo.task
+def pair_sum(pair: Pair) -> int:
+    return pair.left + pair.right
+
+
+@mo.flow
+def namedtuple_flow(x: int = 2) -> int:
+    return pair_sum(Pair(square(x), square(x + 1)))

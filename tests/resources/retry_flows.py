@@ -60,3 +60,16 @@ def run_always_fails() -> None:
 @mo.flow
 def run_too_slow() -> None:
     return too_slow()
+
+
+@mo.task(retries=3, retry_delay=0.01)
+def pruned() -> None:
+    import optuna
+
+    _attempt_log("pruned")
+    raise optuna.TrialPruned("pruned at step 1")
+
+
+@mo.flow
+def run_pruned() -> None:
+    return pruned()
