@@ -109,6 +109,7 @@ class _Outbox:
         self.worker: Any = None
         self.last_flush = time.monotonic()
         self.flusher: threading.Thread | None = None
+        self.flush_lock = threading.Lock()
 
     # -- metrics --------------------------------------------------------------------
     def push(self, target: Target, points: list[list[Any]]) -> None:
@@ -126,17 +127,23 @@ class _Outbox:
             self.flush()
 
     def flush(self, run_id: str | None = None) -> None:
-        """Send buffered metrics (of one run, or all) now."""
-        with self.lock:
-            if run_id is None:
-                pending, self.metrics = self.metrics, defaultdict(list)
-            else:
-                pending = {t: self.metrics.pop(t) for t in list(self.metrics) if t[1] == run_id}
-            self.count = sum(len(v) for v in self.metrics.values())
-            self.last_flush = time.monotonic()
-        for (uri, rid), points in pending.items():
-            for start in range(0, len(points), FLUSH_POINTS):
-                self.send({"kind": "metrics", "uri": uri, "run": rid, "metrics": points[start : start + FLUSH_POINTS]})
+        """Send buffered metrics (of one run, or all) now.
+
+        Taking and sending happen under ``flush_lock``: a concurrent flush (the barrier's,
+        or a task's end) waits until points another thread took are really sent, so the
+        barrier's count is never read between the take and the send.
+        """
+        with self.flush_lock:
+            with self.lock:
+                if run_id is None:
+                    pending, self.metrics = self.metrics, defaultdict(list)
+                else:
+                    pending = {t: self.metrics.pop(t) for t in list(self.metrics) if t[1] == run_id}
+                self.count = sum(len(v) for v in self.metrics.values())
+                self.last_flush = time.monotonic()
+            for (uri, rid), points in pending.items():
+                for start in range(0, len(points), FLUSH_POINTS):
+                    self.send({"kind": "metrics", "uri": uri, "run": rid, "metrics": points[start : start + FLUSH_POINTS]})
 
     def _start_flusher(self) -> None:
         if self.flusher is not None and self.flusher.is_alive():

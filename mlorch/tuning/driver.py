@@ -329,6 +329,8 @@ class SweepDriver:
     # -- finishing a trial ------------------------------------------------------------
     def _on_done(self, rec: TrialRecord, result: Any, error: BaseException | None) -> None:
         self.inflight.pop(rec.number, None)
+        if self._learned is None and self.plan.kind == "flow":
+            self._learned = {}  # the trial ended before submitting: do not stay serial for ever
         if rec.closed:  # already told (timed out); its thread has now let go of the run
             self._end_deferred(rec)
             return

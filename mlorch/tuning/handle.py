@@ -48,6 +48,8 @@ class Sweep:
             error = exc
         try:
             self._finish(error)
+        except BaseException as exc:  # noqa: BLE001 - a summary that failed must reach result()
+            error = error or exc
         finally:
             self._error = error or self._driver.error
             self._close_bar()

@@ -80,6 +80,11 @@ class KeyPool:
         """Park the trial's own keys; release keys parked before this trial started."""
         release: list[Future] = []
         with self._lock:
+            # A failed or cancelled key must not be reused: holding it would hand the same
+            # error to every later trial. Let it go so the next trial computes it afresh.
+            for key in [k for k, f in self._futures.items() if f.status in ("error", "cancelled")]:
+                self._shared.discard(key)
+                release.extend(self._drop(key))
             seq = self._start_seq.pop(trial, 0)
             own = {k for k, users in self._users.items() if trial in users and k not in self._shared}
             keep: list[tuple[int, set[str]]] = []
