@@ -177,13 +177,15 @@ class TrackingHook:
         if store is None or run_id is None:
             return
         global _finishing
-        _finishing += 1
+        with _sig_lock:  # sweep threads end runs concurrently: keep the count exact
+            _finishing += 1
         try:
             self._finish(run, store, run_id, error)
         except Exception as exc:  # never hide the flow's own error behind a tracking one
             log.warning("tracking: could not end run %s cleanly: %s: %s", run_id, type(exc).__name__, exc)
         finally:
-            _finishing -= 1
+            with _sig_lock:
+                _finishing -= 1
             if self.target is not None:
                 emit.pop_driver_target(self.target)
             if self.signals:
