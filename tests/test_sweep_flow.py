@@ -199,3 +199,12 @@ def test_large_sweep_writes_child_runs_from_the_writer_process(cluster, store, p
         assert float(run.data.params["x"]) == pytest.approx(t.params["x"])
         assert run.data.metrics["objective"] == pytest.approx(t.value)
     assert store.client.get_run(study.parent_run_id).info.status == "FINISHED"
+
+
+def test_a_failed_shared_step_is_recomputed_for_later_trials(cluster, store, log, tmp_path):
+    marker = str(tmp_path / "failed-once")
+    study = mo.sweep(sf.flaky_pipeline, space={"lr": mo.uniform(0.01, 0.5), "marker": marker}, metric="val_loss",
+                     n_trials=3, max_concurrency=1, name="flaky-shared", cluster=cluster, progress=False)
+    states = [t.state for t in sorted(study.study.trials, key=lambda t: t.number)]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert len(sf.records(log, "flaky_load")) == 2  # failed once, then computed once and shared

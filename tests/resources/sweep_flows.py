@@ -173,3 +173,19 @@ def gpu_objective(trial):
     time.sleep(0.4)
     record("gpu", ids=[int(os.environ.get("CUDA_VISIBLE_DEVICES", "-1"))], start=start, end=time.time(), trial=trial.number)
     return x
+
+
+# -- a shared upstream step that fails once, then works -----------------------------
+@mo.task
+def load_once_flaky(n: int, marker: str) -> list:
+    record("flaky_load", n=n)
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise OSError("storage hiccup")
+    return [i / n for i in range(n)]
+
+
+@mo.flow
+def flaky_pipeline(lr: float = 0.1, marker: str = "") -> dict:
+    data = load_once_flaky(10, marker)
+    return train(data, lr, 2)
