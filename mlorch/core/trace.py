@@ -303,8 +303,8 @@ def _fingerprint(value: Any, out: list[str]) -> None:
         out.append(f"{kind.__name__}:{value!r}")
     elif kind is Ref:
         out.append("@" + value.key)
-    elif kind in (list, tuple):
-        out.append(kind.__name__ + "[")
+    elif kind in (list, tuple) or (isinstance(value, tuple) and hasattr(value, "_fields")):
+        out.append(kind.__qualname__ + "[")
         for item in value:
             _fingerprint(item, out)
         out.append("]")
