@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The MLflow store fixtures (``store``, ``store_dir``) for every test module that asks for them.
+pytest_plugins = ["tests.tracking_fixtures"]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 

@@ -10,7 +10,6 @@ import dask
 import pytest
 from dask.highlevelgraph import HighLevelGraph
 
-import mlorch as mo
 from tests.resources import engine_flows as ef
 
 pytestmark = pytest.mark.usefixtures("no_tracking")

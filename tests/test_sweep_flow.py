@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 import mlorch as mo
 from tests.resources import sweep_flows as sf
-from tests.tracking_fixtures import children, artifact_paths, store, store_dir  # noqa: F401 - fixtures
+from tests.tracking_fixtures import children, artifact_paths
 
 SPACE = {"lr": mo.loguniform(1e-4, 1e-1), "depth": mo.intrange(2, 12)}
 

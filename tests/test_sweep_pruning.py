@@ -7,7 +7,7 @@ from optuna.trial import TrialState
 
 import mlorch as mo
 from tests.resources import sweep_flows as sf
-from tests.tracking_fixtures import store, store_dir  # noqa: F401 - fixtures
+
 
 STEPS = 12
 PRUNERS = {

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 import mlorch as mo
 from mlorch.tuning.storage import default_journal_path
 from tests.resources import sweep_flows as sf
-from tests.tracking_fixtures import children, store, store_dir  # noqa: F401 - fixtures
+from tests.tracking_fixtures import children
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,7 +11,7 @@ import pytest
 import mlorch as mo
 from experiments import digits_torch
 from tests.resources import tracking_flows as tf
-from tests.tracking_fixtures import artifact_paths, only_run, runs_of, store, store_dir  # noqa: F401
+from tests.tracking_fixtures import artifact_paths, only_run, runs_of
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import yaml
 
 from mlorch.tracking.store import RunStore
 from tests.resources import tracking_flows as tf
-from tests.tracking_fixtures import artifact_paths, only_run, read_artifact, runs_of, store, store_dir  # noqa: F401
+from tests.tracking_fixtures import artifact_paths, only_run, read_artifact, runs_of
 
 
 def test_concurrent_metrics_from_8_tasks_on_2_workers_all_land(cluster, store):

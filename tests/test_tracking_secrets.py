@@ -14,7 +14,7 @@ import mlorch as mo
 from mlorch.tracking.params import param_items
 from mlorch.tracking.secrets import set_secret_patterns
 from tests.resources import tracking_flows as tf
-from tests.tracking_fixtures import artifact_paths, read_artifact, runs_of, store, store_dir  # noqa: F401
+from tests.tracking_fixtures import artifact_paths, read_artifact, runs_of
 
 TOKEN = "tok-7f3a9c1e55d2"
 PASSWORD = "hunter2-horse-battery"

@@ -65,7 +65,7 @@ def ui(tmp_path_factory):
 
 def test_mlorch_ui_prints_a_local_url_and_serves_the_ui(ui):
     proc, url, home = ui
-    assert re.fullmatch(rf"http://127\.0\.0\.1:\d+", url)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
     with urllib.request.urlopen(url + "/", timeout=30) as resp:
         assert resp.status == 200
         assert b"<html" in resp.read(4096).lower()

@@ -18,7 +18,7 @@ import pytest
 import mlorch as mo
 from mlorch.tracking.liveness import HEARTBEAT, reap_orphans
 from tests.resources import tracking_flows as tf
-from tests.tracking_fixtures import artifact_paths, read_artifact, runs_of, store, store_dir  # noqa: F401
+from tests.tracking_fixtures import artifact_paths, read_artifact, runs_of
 
 DRIVER = Path(__file__).parent / "resources" / "tracking_driver.py"
 
