@@ -183,22 +183,37 @@ def _max_overlap(rows) -> int:
     return best
 
 
-def test_large_sweep_writes_child_runs_from_the_writer_process(cluster, store, project):
-    from mlorch.tuning.tracking import REMOTE_MIN_TRIALS
-
-    study = mo.sweep(sf.objective, n_trials=REMOTE_MIN_TRIALS, name="large", cluster=cluster, progress=False)
+def test_every_trial_of_a_large_sweep_has_its_child_run(cluster, store, project):
+    """Child runs are written in batches (``tracking.bulk``): each trial's run complete, owned by this driver."""
+    n = 48
+    study = mo.sweep(sf.objective, n_trials=n, name="large", cluster=cluster, progress=False)
     trials = study.study.trials
-    assert len(trials) == REMOTE_MIN_TRIALS and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(trials) == n and all(t.state == TrialState.COMPLETE for t in trials)
     runs = {r.info.run_id: r for r in children(store, study.parent_run_id)}
-    assert len(runs) == REMOTE_MIN_TRIALS
+    assert len(runs) == n
     for t in trials:
         run = runs[t.user_attrs["mlflow_run_id"]]
         assert run.info.status == "FINISHED" and run.data.tags["optuna.state"] == "COMPLETE"
+        assert run.info.run_name == f"large-trial-{t.number}"
         assert run.data.tags["optuna.trial_number"] == str(t.number)
         assert run.data.tags["mlorch.pid"] == str(__import__("os").getpid())  # owned by this driver (reaper)
-        assert float(run.data.params["x"]) == pytest.approx(t.params["x"])
+        assert float(run.data.params["x"]) == pytest.approx(t.params["x"]) and run.data.params["kind"] == t.params["kind"]
         assert run.data.metrics["objective"] == pytest.approx(t.value)
+        history = store.client.get_metric_history(run.info.run_id, "intermediate_objective")
+        assert sorted((m.step, m.value) for m in history) == sorted(t.intermediate_values.items())
     assert store.client.get_run(study.parent_run_id).info.status == "FINISHED"
+
+
+def test_an_objective_trial_is_a_running_child_run_while_it_runs(cluster, store, project):
+    sweep = mo.sweep(sf.sleepy_objective, n_trials=1, name="visible", cluster=cluster, progress=False, wait=False)
+    seen = []
+    deadline = time.monotonic() + 30
+    while not seen and time.monotonic() < deadline and not sweep.done():
+        seen = [r for r in children(store, sweep.parent_run_id) if r.info.status == "RUNNING"]
+        time.sleep(0.1)
+    sweep.result()
+    assert len(seen) == 1 and seen[0].data.tags["optuna.trial_number"] == "0"
+    assert store.client.get_run(seen[0].info.run_id).info.status == "FINISHED"
 
 
 def test_a_failed_shared_step_is_recomputed_for_later_trials(cluster, store, log, tmp_path):

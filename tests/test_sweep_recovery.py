@@ -109,3 +109,44 @@ def test_driver_killed_mid_sweep_resumes_to_exactly_n_trials(cluster, store, pro
         expected = "KILLED" if t.user_attrs.get("mlorch.interrupted") else "FINISHED"
         assert run.info.status == expected, (t.number, run.info.status)
     assert store.client.get_run(study.parent_run_id).info.status == "FINISHED"
+
+
+def test_runs_still_queued_when_the_driver_died_are_written_on_resume(cluster, store, project):
+    """A SIGKILL between Optuna's tell and the next batch commit loses runs that were only queued.
+
+    The dead driver is modelled by a tracker whose batch writer has stopped (as in a killed
+    process: it accepts writes and never commits them). The next sweep of the same name
+    writes each lost run under the id Optuna holds: a finished trial's run ended as the
+    trial ended, a running trial's run KILLED.
+    """
+    from mlorch.tracking.bulk import open_bulk
+    from mlorch.tuning.storage import open_storage
+    from mlorch.tuning.tracking import SweepTracker
+
+    storage, _ = open_storage(None)
+    study = optuna.create_study(study_name="lost-queue", storage=storage, directions=["minimize"])
+    dead = SweepTracker(store)
+    dead.bulk = open_bulk(store.client)
+    dead.bulk.close()
+    dead.define_by_run = True
+    dead.start_sweep(study, "lost-queue", {})
+    finished, running = study.ask(), study.ask()
+    for trial in (finished, running):
+        trial.suggest_float("x", -5, 5)
+        trial.suggest_categorical("kind", ["a", "b"])
+        trial.set_user_attr("mlflow_run_id", dead.start_trial(trial))
+    frozen = study.tell(finished, 0.5)
+    dead.end_trial(frozen.user_attrs["mlflow_run_id"], frozen, [], None)
+    lost = {t.number: t.user_attrs["mlflow_run_id"] for t in study.trials}
+    assert children(store, study.user_attrs["mlflow_parent_run_id"]) == []  # nothing reached the store
+
+    sweep = mo.sweep(sf.objective, n_trials=3, name="lost-queue", progress=False, cluster=cluster)
+    runs = {r.info.run_id: r for r in children(store, sweep.parent_run_id)}
+    first, second = runs[lost[finished.number]], runs[lost[running.number]]
+    assert first.info.status == "FINISHED" and first.data.tags["optuna.state"] == "COMPLETE"
+    assert first.data.metrics["objective"] == 0.5 and float(first.data.params["x"]) == finished.params["x"]
+    assert second.info.status == "KILLED" and second.data.tags["mlorch.interrupted"] == "true"
+    trials = sweep.study.trials
+    assert len(runs) == len(trials) == 4  # 3 counted (the lost finished one among them) + the interrupted one
+    assert {t.user_attrs["mlflow_run_id"] for t in trials} == set(runs)
+    assert all(r.info.status != "RUNNING" for r in runs.values())

@@ -18,6 +18,8 @@ import urllib.request
 import pytest
 from mlflow import MlflowClient
 
+import mlorch as mo
+from tests.resources import sweep_flows as sf
 from tests.resources import tracking_flows as tf
 
 pytestmark = pytest.mark.mlflow_server
@@ -95,6 +97,36 @@ def test_flows_log_to_the_mlflow_server_over_http(ui, cluster, tmp_path, monkeyp
     # the artifacts went through the server into the project folder, not into the client's
     assert (home / "mlartifacts").is_dir() and any((home / "mlartifacts").rglob("notes.txt"))
     assert not (tmp_path / "client-project" / "mlflow.db").exists()
+
+
+def test_sweeps_track_to_the_mlflow_server_over_http(ui, cluster, tmp_path, monkeypatch):
+    """Over HTTP child runs go through MLflow's public API (batched SQL writes need the database): same runs."""
+    _, url, _ = ui
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLORCH_HOME", str(tmp_path / "sweep-project"))
+    objective = mo.sweep(sf.objective, n_trials=6, name="http-objective", cluster=cluster, progress=False)
+    flow = mo.sweep(sf.learning, space={"lr": mo.uniform(0.01, 0.5), "steps": 4}, metric="loss", n_trials=3,
+                    name="http-flow", cluster=cluster, progress=False)
+    client = MlflowClient(url)
+    for sweep in (objective, flow):
+        assert client.get_run(sweep.parent_run_id).info.status == "FINISHED"
+        runs = {r.info.run_id: r for r in client.search_runs(
+            [client.get_run(sweep.parent_run_id).info.experiment_id],
+            f"tags.mlflow.parentRunId = '{sweep.parent_run_id}'")}
+        trials = sweep.study.trials
+        assert len(runs) == len(trials) and {t.user_attrs["mlflow_run_id"] for t in trials} == set(runs)
+        for t in trials:
+            run = runs[t.user_attrs["mlflow_run_id"]]
+            assert (run.info.status, run.data.tags["optuna.state"]) == ("FINISHED", "COMPLETE")
+            assert run.data.tags["optuna.trial_number"] == str(t.number)
+    for t in objective.study.trials:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.data.metrics["objective"] == t.value and run.data.params["kind"] == t.params["kind"]
+        assert len(client.get_metric_history(run.info.run_id, "intermediate_objective")) == 3
+    for t in flow.study.trials:
+        run_id = t.user_attrs["mlflow_run_id"]
+        assert float(client.get_run(run_id).data.params["lr"]) == t.params["lr"]
+        assert {m.step for m in client.get_metric_history(run_id, "loss")} == {0, 1, 2, 3}  # mo.report'ed, then final
 
 
 def test_mlorch_ui_stops_cleanly_on_ctrl_c(ui):

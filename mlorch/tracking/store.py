@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from distributed import Client
     from mlflow import MlflowClient
 
+    from mlorch.tracking.bulk import BulkRuns
+
 __all__ = ["RunStore", "attach", "configure", "resolve_uri"]
 
 log = logging.getLogger("mlorch.tracking")
@@ -111,6 +113,7 @@ class RunStore:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
+        self._bulk: BulkRuns | None | bool = False  # False: not opened yet
         from mlorch.tracking.liveness import Heartbeat
 
         self.heartbeat = Heartbeat(self)
@@ -258,6 +261,20 @@ class RunStore:
         if error:
             self.set_tags(run_id, {"mlorch.error": truncate(scrub(error), MAX_TAG)})
         _retry(lambda: self.client.set_terminated(run_id, status), "end_run")
+
+    @property
+    def bulk(self) -> BulkRuns | None:
+        """Batched writes of many small runs (SQL stores, see ``bulk``); None where only the public API works."""
+        with self._writer_lock:
+            if self._bulk is False:
+                from mlorch.tracking.bulk import open_bulk
+
+                self._bulk = open_bulk(self.client)
+                if self._bulk is not None:
+                    import atexit
+
+                    atexit.register(self._bulk.close)  # what is queued is written before the process exits
+            return self._bulk  # type: ignore[return-value]
 
     # -- registry -------------------------------------------------------------------
     def set_model_alias(self, name: str, alias: str, version: int | str | None = None) -> int:

@@ -120,7 +120,7 @@ def sweep(
                 f"direction: study '{plan.name}' already exists with direction(s) {stored}, not {plan.directions}; "
                 "use another name= for a different sweep"
             )
-        driver = SweepDriver(plan, handle, study, spec, tracker := open_tracker(plan.tracking, plan.n_trials))
+        driver = SweepDriver(plan, handle, study, spec, tracker := open_tracker(plan.tracking))
         tracker.start_sweep(study, plan.experiment, plan.summary)
         resume(study, tracker, plan.metrics)
     except BaseException:

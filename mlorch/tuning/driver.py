@@ -96,7 +96,6 @@ class TrialRecord:
     steps: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     tracked: bool = False
-    run_future: Any = None
     deferred: tuple[FrozenTrial, str | None] | None = None
 
     @property
@@ -265,7 +264,8 @@ class SweepDriver:
     def _track_start(self, rec: TrialRecord, state: TrialState | None = None) -> None:
         """Create the trial's MLflow run once (trial thread, timeout or abort may race for it).
 
-        Flow trials need it before they start. An objective trial gets it when it ends
+        Flow trials need it in the store before they start. An objective trial gets it
+        as it starts where runs are queued (SQL stores: free), else when it ends
         (``state`` known): its tags then go in with the run, and MLflow's slow writes
         overlap with the next trial on the worker instead of delaying this one.
         """
@@ -273,13 +273,7 @@ class SweepDriver:
             if rec.tracked:
                 return
             rec.tracked = True
-            if rec.run_future is not None:  # created in the background while the trial ran
-                try:
-                    rec.run_id = str(rec.run_future.result())
-                except Exception:
-                    rec.run_id = None
-            if rec.run_id is None:
-                rec.run_id = self.tracker.start_trial(rec.trial, state)
+            rec.run_id = self.tracker.start_trial(rec.trial, state, wait=self.plan.kind == "flow")
             if rec.run_id is not None:
                 self.study._storage.set_trial_user_attr(rec.trial._trial_id, RUN_ATTR, rec.run_id)
 
@@ -300,7 +294,8 @@ class SweepDriver:
         from mlorch.tuning.objective import ObjectiveCall, run_objective
 
         try:
-            rec.run_future = self.tracker.start_trial_async(rec.trial)
+            if self.tracker.queues_runs:
+                self._track_start_safely(rec)
             call = ObjectiveCall(
                 objective=self.plan.target,
                 study_name=self.study.study_name,
@@ -320,11 +315,14 @@ class SweepDriver:
             self._objective_ended(rec, value, None)
 
     def _objective_ended(self, rec: TrialRecord, value: Any, error: BaseException | None) -> None:
-        try:
-            self._track_start(rec, self._outcome(rec, value, error)[0])
-        except BaseException as exc:  # noqa: BLE001 - tracking trouble must not lose the trial
-            log.warning("sweep '%s': could not track trial %d: %s", self.plan.name, rec.number, exc)
+        self._track_start_safely(rec, self._outcome(rec, value, error)[0])
         self.events.put(("done", rec, value, error))
+
+    def _track_start_safely(self, rec: TrialRecord, state: TrialState | None = None) -> None:
+        try:
+            self._track_start(rec, state)
+        except Exception as exc:  # tracking trouble must not lose the trial
+            log.warning("sweep '%s': could not track trial %d: %s", self.plan.name, rec.number, exc)
 
     # -- finishing a trial ------------------------------------------------------------
     def _on_done(self, rec: TrialRecord, result: Any, error: BaseException | None) -> None:

@@ -34,19 +34,16 @@ log = logging.getLogger("mlorch.sweep")
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attribute
 from mlorch.tuning.handle import RUN_ATTR  # noqa: E402 - trial user attribute, defined where it is read
 WRITERS = 2
-REMOTE_MIN_TRIALS = 64  # a writer process costs ~2 s to start: worth it past this many trials
 
 
 class NullTracker:
     parent_run_id: str | None = None
     tracking_uri: str | None = None
     define_by_run = False  # a plain objective: parameters known only at the end
+    queues_runs = False  # starting a run costs nothing: objective trials get theirs as they start
 
     def start_sweep(self, study: optuna.Study, experiment: str, summary: Mapping[str, Any]) -> None: ...
-    def start_trial(self, trial: optuna.Trial, state: TrialState | None = None) -> str | None:
-        return None
-
-    def start_trial_async(self, trial: optuna.Trial) -> Any:
+    def start_trial(self, trial: optuna.Trial, state: TrialState | None = None, wait: bool = False) -> str | None:
         return None
 
     def report(self, run_id: str | None, metric: str, value: float, step: int) -> None: ...
@@ -59,7 +56,7 @@ class NullTracker:
     def close(self) -> None: ...
 
 
-def open_tracker(enabled: bool, n_trials: int = 0) -> NullTracker | SweepTracker:
+def open_tracker(enabled: bool) -> NullTracker | SweepTracker:
     if not enabled:
         return NullTracker()
     try:
@@ -70,22 +67,19 @@ def open_tracker(enabled: bool, n_trials: int = 0) -> NullTracker | SweepTracker
         return NullTracker()
     if not tracking_enabled():  # MLORCH_TRACKING=off
         return NullTracker()
-    return SweepTracker(RunStore.open(), remote=n_trials >= REMOTE_MIN_TRIALS)
+    return SweepTracker(RunStore.open())
 
 
 class SweepTracker(NullTracker):
-    """Parent/child MLflow runs of one sweep, written through ``RunStore``."""
+    """Parent/child MLflow runs of one sweep, written through ``RunStore``.
 
-    def __init__(self, store: Any, remote: bool = False):
+    On SQL stores child runs go through ``store.bulk`` (queued, committed in batches,
+    see ``mlorch.tracking.bulk``); elsewhere through the public API on writer threads.
+    """
+
+    def __init__(self, store: Any):
         self.store = store
-        self.remote: Any = None
-        if remote:  # big sweeps: child-run writes in a helper process (see writer.py)
-            try:
-                from mlorch.tuning.writer import RemoteWriter
-
-                self.remote = RemoteWriter(store.tracking_uri)
-            except Exception as exc:
-                log.info("sweep tracking: no writer process (%s); writing from the driver", exc)
+        self.bulk = store.bulk
         self.tracking_uri = store.tracking_uri
         self.parent_run_id: str | None = None
         self.experiment = ""
@@ -95,15 +89,19 @@ class SweepTracker(NullTracker):
         self._points: dict[str, list[Any]] = {}
         self._flushed = 0.0
         self._state_tagged: dict[str, str] = {}
-        # Jobs touch one run each, so they may run side by side: SQLite serialises the
-        # commits, but one thread's fsync overlaps with the other's ORM work.
-        self._threads = [
+        # Public API only: jobs touch one run each, so they may run side by side (SQLite
+        # serialises the commits, but one thread's fsync overlaps with the other's ORM work).
+        self._threads = [] if self.bulk is not None else [
             threading.Thread(target=self._work, name=f"mlorch-sweep-tracking-{i}", daemon=True) for i in range(WRITERS)
         ]
         for thread in self._threads:
             thread.start()
 
-    # -- the writer thread ------------------------------------------------------------
+    @property
+    def queues_runs(self) -> bool:  # type: ignore[override]
+        return self.bulk is not None
+
+    # -- the writer threads (public API) -------------------------------------------------
     def _work(self) -> None:
         while True:
             job = self._queue.get()
@@ -115,17 +113,23 @@ class SweepTracker(NullTracker):
                 log.exception("sweep tracking: a write failed")
 
     def _later(self, job: Callable[[], None]) -> None:
+        if self.bulk is not None:  # queueing is cheap: no thread hop
+            try:
+                job()
+            except Exception:
+                log.exception("sweep tracking: a write failed")
+            return
         self._queue.put(job)
 
     def close(self) -> None:
+        """Every child-run write so far is in the store when this returns."""
         alive = [t for t in self._threads if t.is_alive()]
         for _ in alive:
             self._queue.put(None)
         for thread in alive:
             thread.join()
-        remote, self.remote = self.remote, None
-        if remote is not None:
-            remote.close()
+        if self.bulk is not None and not self.bulk.wait():
+            log.warning("sweep tracking: child runs were still being written after 120 s")
 
     # -- runs -------------------------------------------------------------------------
     def start_sweep(self, study: optuna.Study, experiment: str, summary: Mapping[str, Any]) -> None:
@@ -144,47 +148,66 @@ class SweepTracker(NullTracker):
         self.parent_run_id = self.store.create_run(experiment, study.study_name, params=dict(summary), tags=tags)
         study.set_user_attr(PARENT_ATTR, self.parent_run_id)
 
-    def start_trial(self, trial: optuna.Trial, state: TrialState | None = None) -> str:
-        """The trial's child run: one write, tags only (with ``state`` when the trial has ended).
+    def start_trial(self, trial: optuna.Trial, state: TrialState | None = None, wait: bool = False) -> str:
+        """The trial's child run, tags only (with ``state`` when the trial has ended).
 
-        A flow's parameters are logged by the tracking hook; an objective's are only
-        known when it ends, and go into the closing batch (tags cost more there).
+        ``wait``: return only once the run is in the store (a flow's tracking hook
+        writes into it at once). A flow's parameters are logged by that hook; an
+        objective's are known only when it ends and go into the closing write.
         """
-        tags: dict[str, Any] = {
-            "mlorch.sweep": self.study_name,
-            "optuna.study_name": self.study_name,
-            "optuna.trial_number": trial.number,
-            "optuna.trial_id": trial._trial_id,
-        }
+        tags = self._trial_tags(trial.number, trial._trial_id)
         if state is not None:
             tags["optuna.state"] = state.name
-        name = f"{self.study_name}-trial-{trial.number}"
-        run_id = self._remote_create(name, tags) if self.remote is not None else None
-        if run_id is None:
-            run_id = str(self.store.create_run(self.experiment, name, tags=tags, parent_run_id=self.parent_run_id))
+        run_id = self._create(f"{self.study_name}-trial-{trial.number}", tags, wait=wait)
         if state is not None:
             self._state_tagged[run_id] = state.name
         return run_id
 
+    def _create(self, name: str, tags: Mapping[str, Any], params: Mapping[str, Any] | None = None,
+                wait: bool = False, run_id: str | None = None) -> str:
+        if self.bulk is None:
+            return str(self.store.create_run(self.experiment, name, params=params, tags=tags,
+                                             parent_run_id=self.parent_run_id))
+        from mlorch.tracking.liveness import owner_tags
+        from mlorch.tracking.params import param_items, tag_items
+
+        all_tags = {**tag_items(tags), **owner_tags(), "mlflow.parentRunId": str(self.parent_run_id)}
+        run_id = self.bulk.start_run(self.store.experiment_id(self.experiment), name, all_tags, run_id=run_id)
+        if params:
+            self.bulk.log(run_id, params=param_items(params))
+        self.store.heartbeat.add(run_id)
+        if wait:
+            self.bulk.wait()
+        return run_id
+
+    def _trial_tags(self, number: int, trial_id: int) -> dict[str, Any]:
+        return {
+            "mlorch.sweep": self.study_name,
+            "optuna.study_name": self.study_name,
+            "optuna.trial_number": number,
+            "optuna.trial_id": trial_id,
+        }
+
     def report(self, run_id: str | None, metric: str, value: float, step: int) -> None:
-        """Buffer an intermediate value; written in batches (every 1 s or at the trial's end)."""
+        """An intermediate value: queued (SQL stores), else buffered and written every 1 s or at the trial's end."""
         if run_id is None or not math.isfinite(value):
+            return
+        stamp = int(time.time() * 1000)
+        if self.bulk is not None:
+            self.bulk.log(run_id, metrics=[(metric, value, stamp, step)])
             return
         from mlflow.entities import Metric
 
         with self._buffer_lock:
-            self._points.setdefault(run_id, []).append(Metric(metric, value, int(time.time() * 1000), step))
+            self._points.setdefault(run_id, []).append(Metric(metric, value, stamp, step))
             due = time.monotonic() - self._flushed > 1.0
         if due:
             self._flushed = time.monotonic()
             self._later(self._write_points)
 
-    def _write_points(self, only: str | None = None) -> None:
+    def _write_points(self) -> None:
         with self._buffer_lock:
-            if only is None:
-                batches, self._points = self._points, {}
-            else:
-                batches = {only: self._points.pop(only)} if only in self._points else {}
+            batches, self._points = self._points, {}
         for run_id, points in batches.items():
             self.store.write_points(run_id, points)
 
@@ -194,22 +217,20 @@ class SweepTracker(NullTracker):
         self._later(lambda: self._end_trial(run_id, frozen, metrics, error))
 
     def _end_trial(self, run_id: str, frozen: FrozenTrial, metrics: list[str], error: str | None) -> None:
-        """One ``log_batch`` (values, buffered points, tags, an objective's params), then the status."""
-        from mlflow.entities import Metric, Param, RunTag
+        """The trial's values, buffered points, tags and an objective's params, then its status."""
+        from mlorch.tracking.params import MAX_TAG, param_items, tag_items, truncate
+        from mlorch.tracking.secrets import scrub
 
-        from mlorch.tracking.params import param_items, tag_items
-
-        with self._buffer_lock:
-            points = self._points.pop(run_id, [])
         stamp = int(time.time() * 1000)
         last = max(frozen.intermediate_values, default=0)
+        points: list[tuple[str, float, int, int]] = []
         if frozen.values is not None:
             names = metrics or [f"objective_{i}" if len(frozen.values) > 1 else "objective" for i in range(len(frozen.values))]
-            points += [Metric(n, float(v), stamp, last) for n, v in zip(names, frozen.values) if math.isfinite(float(v))]
+            points += [(n, float(v), stamp, last) for n, v in zip(names, frozen.values) if math.isfinite(float(v))]
         if self.define_by_run:  # a plain objective: its trial.report values were stored on the worker
             name = "intermediate_" + (metrics or ["objective"])[0]
-            points += [Metric(name, float(v), stamp, int(k)) for k, v in frozen.intermediate_values.items() if math.isfinite(v)]
-        tags = {}
+            points += [(name, float(v), stamp, int(k)) for k, v in frozen.intermediate_values.items() if math.isfinite(v)]
+        tags: dict[str, Any] = {}
         if self._state_tagged.pop(run_id, None) != frozen.state.name:
             tags["optuna.state"] = frozen.state.name
         if frozen.state == TrialState.PRUNED:
@@ -219,111 +240,56 @@ class SweepTracker(NullTracker):
         if frozen.user_attrs.get("mlorch.interrupted"):
             tags["mlorch.interrupted"] = "true"
         params = param_items(frozen.params) if self.define_by_run else {}
-        tag_list = [RunTag(k, v) for k, v in tag_items(tags).items()] if tags else []
+        if self.bulk is not None:
+            if error:
+                tags["mlorch.error"] = truncate(scrub(error), MAX_TAG)
+            self.store.heartbeat.remove(run_id)
+            self.bulk.end_run(run_id, _status(frozen), metrics=points, params=params, tags=tag_items(tags))
+            return
+        self._end_public(run_id, frozen, points, params, tags, error)
+
+    def _end_public(self, run_id: str, frozen: FrozenTrial, points: list[tuple[str, float, int, int]],
+                    params: dict[str, str], tags: dict[str, Any], error: str | None) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        from mlorch.tracking.params import tag_items
+
+        with self._buffer_lock:
+            buffered = self._points.pop(run_id, [])
+        metric_list = buffered + [Metric(*p) for p in points]
+        tag_list = [RunTag(k, v) for k, v in tag_items(tags).items()]
         param_list = [Param(k, v) for k, v in params.items()]
-        if self.remote is not None and len(points) <= 1000 and len(tag_list) + len(param_list) <= 90:
-            if self._remote_finish(run_id, points, params, tags, _status(frozen), error):
-                return
-        if len(points) <= 1000 and len(tag_list) + len(param_list) <= 100:
-            self.store.client.log_batch(run_id, metrics=points, params=param_list, tags=tag_list)
+        if len(metric_list) <= 1000 and len(tag_list) + len(param_list) <= 100:
+            self.store.client.log_batch(run_id, metrics=metric_list, params=param_list, tags=tag_list)
         else:
-            self.store.write_points(run_id, points)
+            self.store.write_points(run_id, metric_list)
             if params:
                 self.store.log_params(run_id, frozen.params)
             self.store.set_tags(run_id, tags)
         self.store.end_run(run_id, _status(frozen), error=error)
 
-    def _trial_tags(self, trial: optuna.Trial) -> dict[str, Any]:
-        return {
-            "mlorch.sweep": self.study_name,
-            "optuna.study_name": self.study_name,
-            "optuna.trial_number": trial.number,
-            "optuna.trial_id": trial._trial_id,
-        }
+    def run_for(self, frozen: FrozenTrial) -> str | None:
+        """The child run of a trial a dead driver left RUNNING: its own, found by its tags, or made now."""
+        run_id = frozen.user_attrs.get(RUN_ATTR)
+        if run_id and self._exists(run_id):
+            return str(run_id)
+        found = self._find_run(frozen.number)
+        if found is not None:
+            return found
+        # The driver died before the run was written (or, without bulk writes, before it was created).
+        name = f"{self.study_name}-trial-{frozen.number}"
+        tags = self._trial_tags(frozen.number, frozen._trial_id)
+        return self._create(name, tags, params={"trial": frozen.number, **frozen.params}, run_id=run_id or None)
 
-    def start_trial_async(self, trial: optuna.Trial) -> Any:
-        """With a writer process: start creating the trial's run now, while it runs; a future of its id."""
-        if self.remote is None:
-            return None
+    def _exists(self, run_id: str) -> bool:
         try:
-            future = self._remote_submit_create(f"{self.study_name}-trial-{trial.number}", self._trial_tags(trial))
-        except Exception as exc:
-            self._remote_failed(exc)
-            return None
-        future.add_done_callback(lambda f: f.exception() is None and self.store.heartbeat.add(f.result()))
-        return future
-
-    def _remote_submit_create(self, name: str, tags: Mapping[str, Any]) -> Any:
-        from mlorch.tracking.liveness import owner_tags
-        from mlorch.tracking.params import tag_items
-
-        all_tags = {**tag_items(tags), **owner_tags(), "mlflow.parentRunId": str(self.parent_run_id)}
-        return self.remote.submit("create", self.store.experiment_id(self.experiment), name, all_tags)
-
-    def _remote_create(self, name: str, tags: Mapping[str, Any]) -> str | None:
-        """Create a child run in the writer process (as ``RunStore.create_run`` would); None on failure."""
-        try:
-            run_id = str(self._remote_submit_create(name, tags).result())
-        except Exception as exc:
-            self._remote_failed(exc)
-            return None
-        self.store.heartbeat.add(run_id)
-        return run_id
-
-    def _remote_finish(
-        self, run_id: str, points: list[Any], params: dict[str, str], tags: dict[str, Any], status: str, error: str | None
-    ) -> bool:
-        """The closing batch and status in the writer process; False (nothing written) on failure."""
-        from mlorch.tracking.params import MAX_TAG, tag_items, truncate
-        from mlorch.tracking.secrets import scrub
-
-        self.store.flush()  # task events the hook received for this run are written first
-        all_tags = dict(tag_items(tags))
-        if error:
-            all_tags["mlorch.error"] = truncate(scrub(error), MAX_TAG)
-        metrics = [(m.key, m.value, m.timestamp, m.step) for m in points]
-        try:
-            future = self.remote.submit("finish", run_id, metrics, dict(params), all_tags, status)
-        except Exception as exc:
-            self._remote_failed(exc)
+            self.store.client.get_run(run_id)
+        except Exception:
             return False
-        self.store.heartbeat.remove(run_id)
-
-        def fallback(f: Any) -> None:  # the process failed on this one: write it from here
-            if f.exception() is not None:
-                log.warning("sweep tracking: writer process failed on run %s (%s); writing it here", run_id, f.exception())
-                try:
-                    self.store.write_points(run_id, points)
-                    self.store.set_tags(run_id, all_tags)
-                    self.store.end_run(run_id, status)
-                except Exception:
-                    log.exception("sweep tracking: could not end run %s", run_id)
-
-        future.add_done_callback(fallback)
         return True
 
-    def _remote_failed(self, exc: BaseException) -> None:
-        log.warning("sweep tracking: the writer process failed (%s); writing from the driver", exc)
-        remote, self.remote = self.remote, None
-        if remote is not None:
-            remote.close()
-
-    def run_for(self, frozen: FrozenTrial) -> str | None:
-        """The child run of a trial a dead driver left RUNNING: found by its tags, or made now."""
-        run_id = frozen.user_attrs.get(RUN_ATTR) or self._find_run(frozen.number)
-        if run_id is None:  # the driver died between asking the trial and creating its run
-            run_id = self.store.create_run(
-                self.experiment,
-                f"{self.study_name}-trial-{frozen.number}",
-                params={"trial": frozen.number, **frozen.params},
-                tags={"mlorch.sweep": self.study_name, "optuna.study_name": self.study_name,
-                      "optuna.trial_number": frozen.number, "optuna.trial_id": frozen._trial_id},
-                parent_run_id=self.parent_run_id,
-            )
-        return str(run_id)
-
     def reconcile(self, study: optuna.Study, metrics: list[str]) -> None:
-        """Make every finished trial's run end as the trial did (a dead driver may not have ended it)."""
+        """Make every finished trial's run end as the trial did (a dead driver may not have ended or even written it)."""
         if not self.parent_run_id:
             return
         runs = {r.data.tags.get("optuna.trial_number"): r for r in self._children()}
@@ -332,6 +298,10 @@ class SweepTracker(NullTracker):
                 continue
             run = runs.get(str(frozen.number))
             if run is None:
+                if self.bulk is None or not frozen.user_attrs.get(RUN_ATTR):
+                    continue  # the trial never had a run
+                run_id = self.run_for(frozen)  # queued, never written: write it under the id Optuna has
+                self._end_trial(str(run_id), frozen, metrics, frozen.user_attrs.get("mlorch.error"))
                 continue
             expected = _status(frozen)
             if run.info.status != expected or run.data.tags.get("optuna.state") != frozen.state.name:

@@ -162,6 +162,14 @@ def objective(trial):
     return (x - 1) ** 2 + (0.5 if kind == "b" else 0.0)
 
 
+def sleepy_objective(trial):
+    import time
+
+    x = trial.suggest_float("x", 0, 1)
+    time.sleep(3)
+    return x
+
+
 def two_objectives(trial):
     x = trial.suggest_float("x", 0, 1)
     return x, (1 - x) ** 2

@@ -1,0 +1,142 @@
+"""Batched run writes (``mlorch.tracking.bulk``): what they put in a real SQLite store reads back
+through ``MlflowClient`` exactly as runs written through MLflow's public API do."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+
+from mlorch.tracking.bulk import open_bulk
+
+
+@pytest.fixture
+def bulk(store):
+    writer = open_bulk(store.client)
+    assert writer is not None, "a SQLite store must get batched writes"
+    yield writer
+    writer.close()
+
+
+def _view(run):
+    """What a user sees of a run, without what differs between any two runs (ids, times)."""
+    tags = {k: v for k, v in run.data.tags.items() if k not in ("mlflow.runName",)}
+    return {
+        "status": run.info.status, "lifecycle": run.info.lifecycle_stage, "tags": tags,
+        "params": run.data.params, "metrics": run.data.metrics, "ended": run.info.end_time is not None,
+        "artifacts": run.info.artifact_uri.replace(run.info.run_id, "<id>"), "user": run.info.user_id,
+    }
+
+
+def _history(client, run_id, key):
+    return sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_a_batched_run_reads_back_like_one_written_through_mlflow(store, bulk):
+    client = store.client
+    exp = store.experiment_id("bulk-same")
+    points = [("loss", 0.5, 1000, 0), ("loss", 0.25, 1001, 1), ("loss", 0.75, 900, 1), ("acc", 0.9, 1000, 3)]
+    tags = {"optuna.trial_number": "3", "kind": "trial"}
+    params = {"lr": "0.01", "depth": "4"}
+
+    public = client.create_run(exp, run_name="same", tags=tags).info.run_id
+    client.log_batch(public, metrics=[Metric(*p) for p in points], params=[Param(k, v) for k, v in params.items()],
+                     tags=[RunTag("optuna.state", "COMPLETE")])
+    client.set_terminated(public, "FINISHED")
+
+    batched = bulk.start_run(exp, "same", tags)
+    bulk.end_run(batched, "FINISHED", metrics=points, params=params, tags={"optuna.state": "COMPLETE"})
+    assert bulk.wait()
+
+    a, b = client.get_run(public), client.get_run(batched)
+    assert b.info.run_name == "same" and b.data.tags["mlflow.runName"] == "same"
+    assert _view(a) == _view(b)
+    assert b.data.metrics == {"loss": 0.25, "acc": 0.9}  # the latest point: highest step, then timestamp
+    for key in ("loss", "acc"):
+        assert _history(client, public, key) == _history(client, batched, key)
+    found = client.search_runs([exp], "metrics.loss < 0.3 and params.lr = '0.01' and tags.kind = 'trial'")
+    assert {r.info.run_id for r in found} == {public, batched}
+
+
+def test_a_run_written_across_batches_keeps_one_value_per_tag_and_the_first_param(store, bulk):
+    client = store.client
+    exp = store.experiment_id("bulk-batches")
+    run_id = bulk.start_run(exp, "across", {"optuna.state": "RUNNING"})
+    assert bulk.wait()
+    assert client.get_run(run_id).info.status == "RUNNING"  # visible while it runs
+
+    bulk.log(run_id, metrics=[("loss", 1.0, 10, 0), ("loss", 0.5, 11, 1)], params={"lr": "0.1"})
+    assert bulk.wait()
+    bulk.log(run_id, metrics=[("loss", 9.0, 5, 0)])  # an older step: history grows, latest stays
+    bulk.end_run(run_id, "FAILED", metrics=[("loss", 0.25, 12, 2)], params={"lr": "0.1"},
+                 tags={"optuna.state": "FAIL", "mlorch.error": "boom"})
+    assert bulk.wait()
+
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.info.end_time >= run.info.start_time
+    assert run.data.tags["optuna.state"] == "FAIL" and run.data.tags["mlorch.error"] == "boom"
+    assert run.data.params == {"lr": "0.1"}
+    assert run.data.metrics == {"loss": 0.25}
+    assert [v for _, _, v in _history(client, run_id, "loss")] == [9.0, 1.0, 0.5, 0.25]  # by step, then time
+
+
+def test_nan_and_infinite_values_are_stored_as_mlflow_stores_them(store, bulk):
+    client = store.client
+    exp = store.experiment_id("bulk-special")
+    run_id = bulk.start_run(exp, "special", {})
+    bulk.end_run(run_id, "FINISHED", metrics=[("nan", float("nan"), 1, 0), ("inf", float("inf"), 1, 0),
+                                              ("ninf", float("-inf"), 1, 0)])
+    assert bulk.wait()
+    metrics = client.get_run(run_id).data.metrics
+    assert math.isnan(metrics["nan"])
+    assert metrics["inf"] == 1.7976931348623157e308 and metrics["ninf"] == -1.7976931348623157e308
+
+
+def test_one_bad_run_does_not_cost_the_others_of_its_batch(store, bulk, caplog):
+    client = store.client
+    exp = store.experiment_id("bulk-bad")
+    good = bulk.start_run(exp, "good", {})
+    bad = bulk.start_run(exp, "bad", {})
+    bulk.end_run(good, "FINISHED", metrics=[("loss", 1.0, 1, 0)], params={"x": "1"})
+    with caplog.at_level(logging.ERROR, logger="mlorch.tracking"):
+        bulk.end_run(bad, "FINISHED", metrics=[("loss!", 2.0, 1, 0)], params={"x": "2"})  # a name MLflow refuses
+        assert bulk.wait()
+    assert client.get_run(good).data.params == {"x": "1"} and client.get_run(good).info.status == "FINISHED"
+    run = client.get_run(bad)  # it exists and ended; MLflow's own error says what was refused
+    assert (run.info.run_name, run.info.status, run.data.params) == ("bad", "FINISHED", {"x": "2"})
+    assert any(bad in r.getMessage() and "loss!" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
+def test_long_values_are_truncated_as_mlflow_truncates_them(store, bulk):
+    run_id = bulk.start_run(store.experiment_id("bulk-long"), "long", {"note": "n" * 9000})
+    bulk.end_run(run_id, "FINISHED", params={"x": "y" * 9000})
+    assert bulk.wait()
+    run = store.client.get_run(run_id)
+    assert run.data.params["x"] == "y" * 6000 and run.data.tags["note"] == "n" * 8000
+
+
+def test_a_failed_batch_is_written_run_by_run(store, bulk, caplog):
+    """The same point logged twice (a primary-key clash in SQL) fails the batch; every run still lands."""
+    client = store.client
+    exp = store.experiment_id("bulk-clash")
+    first = bulk.start_run(exp, "first", {})
+    bulk.log(first, metrics=[("loss", 1.0, 7, 0)])
+    assert bulk.wait()
+    other = bulk.start_run(exp, "other", {"k": "v"})
+    bulk.end_run(other, "FINISHED", metrics=[("loss", 3.0, 7, 0)], params={"p": "1"})
+    with caplog.at_level(logging.WARNING, logger="mlorch.tracking"):
+        bulk.end_run(first, "FINISHED", metrics=[("loss", 1.0, 7, 0), ("loss", 0.5, 8, 1)])
+        assert bulk.wait()
+    assert any("one by one" in r.getMessage() for r in caplog.records)
+    assert [v for _, _, v in _history(client, first, "loss")] == [1.0, 0.5]
+    assert client.get_run(first).info.status == "FINISHED"
+    run = client.get_run(other)
+    assert (run.info.status, run.data.params, run.data.tags["k"], run.data.metrics) == ("FINISHED", {"p": "1"}, "v", {"loss": 3.0})
+
+
+def test_a_store_behind_a_server_is_not_written_in_bulk():
+    from mlflow import MlflowClient
+
+    assert open_bulk(MlflowClient("http://127.0.0.1:9")) is None  # nothing is contacted to decide
