@@ -38,6 +38,9 @@ _RUN_COLUMNS = {
     "start_time", "end_time", "deleted_time", "source_version", "lifecycle_stage", "artifact_uri", "experiment_id",
 }
 _MAX_INF = 1.7976931348623157e308  # how MLflow stores +-inf (SQL has no infinity)
+# How long a batch gathers writes before it commits (unless someone waits for it): a run
+# that lives less than this is inserted once, ended, and fewer transactions hold the lock.
+LINGER = 0.2
 
 
 @dataclass
@@ -83,6 +86,7 @@ class BulkRuns:
         self._queued = 0  # writes accepted so far
         self._committed = 0  # writes whose batch has been committed (or given up on)
         self._closing = False
+        self._urgent = False  # someone waits: commit without lingering
         self._locations: dict[str, str] = {}
         self._thread = threading.Thread(target=self._loop, name="mlorch-bulk-runs", daemon=True)
         self._thread.start()
@@ -141,6 +145,8 @@ class BulkRuns:
         """Return when every write queued so far is committed; False on timeout."""
         with self._cond:
             target = self._queued
+            self._urgent = True
+            self._cond.notify_all()
             return self._cond.wait_for(lambda: self._committed >= target or not self._thread.is_alive(), timeout)
 
     def close(self, timeout: float | None = 120) -> None:
@@ -157,7 +163,9 @@ class BulkRuns:
                 self._cond.wait_for(lambda: self._pending or self._closing)
                 if not self._pending:
                     return
+                self._cond.wait_for(lambda: self._urgent or self._closing, timeout=LINGER)
                 batch, self._pending = list(self._pending.values()), {}
+                self._urgent = False
                 upto = self._queued
             batch = [p for p in batch if _valid(p) or self._write_alone(p)]
             try:
@@ -172,7 +180,7 @@ class BulkRuns:
                 self._cond.notify_all()
 
     def _commit(self, batch: list[_Pending]) -> None:
-        from sqlalchemy import delete, insert, select, update
+        from sqlalchemy import and_, delete, insert, or_, select, update
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
 
         if not batch:
@@ -185,9 +193,10 @@ class BulkRuns:
             if rows:
                 session.execute(insert(SqlRun), rows)
             existing = [p.run_id for p in batch if p.row is None]
-            for p in batch:  # tags are upserts: drop the old value of a key set again
-                if p.row is None and p.tags:
-                    session.execute(delete(SqlTag).where(SqlTag.run_uuid == p.run_id, SqlTag.key.in_(list(p.tags))))
+            retagged = [and_(SqlTag.run_uuid == p.run_id, SqlTag.key.in_(list(p.tags)))
+                        for p in batch if p.row is None and p.tags]
+            for start in range(0, len(retagged), 100):  # tags are upserts: drop the old value of a key set again
+                session.execute(delete(SqlTag).where(or_(*retagged[start:start + 100])))
             tags = [{"key": k, "value": v, "run_uuid": p.run_id} for p in batch for k, v in p.tags.items()]
             if tags:
                 session.execute(insert(SqlTag), tags)
@@ -207,9 +216,8 @@ class BulkRuns:
                 self._latest(session, points, existing, SqlLatestMetric, select, insert, update)
             ended = [{"run_uuid": p.run_id, "status": p.status, "end_time": p.end_time}
                      for p in batch if p.row is None and p.status]
-            for end in ended:
-                session.execute(update(SqlRun).where(SqlRun.run_uuid == end["run_uuid"])
-                                .values(status=end["status"], end_time=end["end_time"]))
+            if ended:  # by primary key, one executemany
+                session.execute(update(SqlRun), ended)
 
     @staticmethod
     def _latest(session: Any, points: set[tuple[Any, ...]], existing: list[str], model: Any,

@@ -89,6 +89,7 @@ class SweepTracker(NullTracker):
         self._points: dict[str, list[Any]] = {}
         self._flushed = 0.0
         self._state_tagged: dict[str, str] = {}
+        self._importing: threading.Thread | None = None
         # Public API only: jobs touch one run each, so they may run side by side (SQLite
         # serialises the commits, but one thread's fsync overlaps with the other's ORM work).
         self._threads = [] if self.bulk is not None else [
@@ -134,6 +135,8 @@ class SweepTracker(NullTracker):
     # -- runs -------------------------------------------------------------------------
     def start_sweep(self, study: optuna.Study, experiment: str, summary: Mapping[str, Any]) -> None:
         """Create the parent run, or reopen the one a previous (crashed) driver made."""
+        self._importing = threading.Thread(target=_import_plotting, name="mlorch-import-plotting", daemon=True)
+        self._importing.start()
         self.experiment, self.study_name = experiment, study.study_name
         existing = study.user_attrs.get(PARENT_ATTR)
         if existing:
@@ -330,7 +333,13 @@ class SweepTracker(NullTracker):
             # Plots need only the study: draw them while the writers finish the child runs.
             files: list[Path] = []
             multi = len(study.directions) > 1
-            drawer = threading.Thread(target=lambda: files.extend(_plots(study, Path(tmp), multi)), daemon=True)
+
+            def draw() -> None:
+                if self._importing is not None:
+                    self._importing.join()  # one thread importing a package at a time
+                files.extend(_plots(study, Path(tmp), multi))
+
+            drawer = threading.Thread(target=draw, daemon=True)
             if parent is not None:
                 drawer.start()
             self.close()  # every child run is ended before the summary reads them
@@ -398,6 +407,19 @@ def _status(frozen: FrozenTrial) -> str:
     if frozen.user_attrs.get("mlorch.interrupted"):
         return "KILLED"
     return {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED"}.get(frozen.state, "FAILED")
+
+
+def _import_plotting() -> None:
+    """Import what the summary plots need while trials run: a cold import of
+    ``optuna.importance`` (which loads scikit-learn) costs seconds at the sweep's end."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import optuna.importance  # noqa: F401
+        import optuna.visualization.matplotlib  # noqa: F401
+    except Exception as exc:  # the summary reports what it cannot draw
+        log.debug("could not import the plotting libraries: %s", exc)
 
 
 def _plots(study: optuna.Study, folder: Path, multi: bool) -> list[Path]:
