@@ -140,3 +140,45 @@ def test_a_store_behind_a_server_is_not_written_in_bulk():
     from mlflow import MlflowClient
 
     assert open_bulk(MlflowClient("http://127.0.0.1:9")) is None  # nothing is contacted to decide
+
+
+def test_params_keep_their_first_value_with_a_warning(store, bulk, caplog):
+    run_id = bulk.start_run(store.experiment_id("bulk-params"), "params", {})
+    with caplog.at_level(logging.WARNING, logger="mlorch.tracking"):
+        bulk.log(run_id, params={"lr": "1"})
+        bulk.log(run_id, params={"lr": "2"})  # same batch
+        assert bulk.wait()
+        bulk.end_run(run_id, "FINISHED", params={"lr": "3", "depth": "4"})  # a later batch
+        assert bulk.wait()
+    assert store.client.get_run(run_id).data.params == {"lr": "1", "depth": "4"}
+    refused = [r.getMessage() for r in caplog.records if "param 'lr' is already '1'" in r.getMessage()]
+    assert len(refused) == 2 and "'2'" in refused[0] and "'3'" in refused[1]
+
+
+def test_an_end_for_a_run_missing_from_the_store_does_not_fail_the_others(store, bulk, caplog):
+    exp = store.experiment_id("bulk-missing")
+    ended = bulk.start_run(exp, "ended-later", {})
+    assert bulk.wait()
+    store.client.delete_run(ended)
+    bulk._sql._hard_delete_run(ended)  # gone from the database, as after a manual clean-up
+    other = bulk.start_run(exp, "other", {})
+    assert bulk.wait()
+    with caplog.at_level(logging.WARNING, logger="mlorch.tracking"):
+        bulk.end_run(ended, "FINISHED")
+        bulk.end_run(other, "FAILED")
+        assert bulk.wait()
+    assert store.client.get_run(other).info.status == "FAILED"
+    assert not [r for r in caplog.records if "one by one" in r.getMessage()]  # the batch itself went through
+
+
+def test_writes_after_close_are_made_by_their_caller(store, bulk):
+    """At interpreter exit the writer thread is closed while a ``wait=False`` sweep may still end runs."""
+    exp = store.experiment_id("bulk-closed")
+    run_id = bulk.start_run(exp, "late", {})
+    bulk.close()
+    bulk.end_run(run_id, "KILLED", metrics=[("loss", 1.0, 1, 0)])
+    late = bulk.start_run(exp, "later", {})
+    assert bulk.wait()
+    assert store.client.get_run(run_id).info.status == "KILLED"
+    assert store.client.get_run(run_id).data.metrics == {"loss": 1.0}
+    assert store.client.get_run(late).info.status == "RUNNING"

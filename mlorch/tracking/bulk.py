@@ -87,6 +87,7 @@ class BulkRuns:
         self._committed = 0  # writes whose batch has been committed (or given up on)
         self._closing = False
         self._urgent = False  # someone waits: commit without lingering
+        self._stopped = False  # the thread is gone: callers write themselves
         self._locations: dict[str, str] = {}
         self._thread = threading.Thread(target=self._loop, name="mlorch-bulk-runs", daemon=True)
         self._thread.start()
@@ -109,7 +110,8 @@ class BulkRuns:
         with self._cond:
             pending = self._entry(run_id)
             pending.row = row
-            pending.tags.update({"mlflow.runName": name, **tags})
+            pending.tags.update({**tags, "mlflow.runName": name})
+        self._after_queueing()
         return run_id
 
     def log(
@@ -123,8 +125,12 @@ class BulkRuns:
         with self._cond:
             pending = self._entry(run_id)
             pending.metrics.extend(metrics)
-            pending.params.update(params or {})
+            for key, value in (params or {}).items():  # MLflow params are write-once: the first value stays
+                if pending.params.setdefault(key, value) != value:
+                    log.warning("tracking: run %s: param %r is already %r; %r not logged",
+                                run_id, key, pending.params[key], value)
             pending.tags.update(tags or {})
+        self._after_queueing()
 
     def end_run(self, run_id: str, status: str, end_time: int | None = None, **data: Any) -> None:
         """Queue the run's last data (as :meth:`log`) and its terminal status."""
@@ -132,6 +138,7 @@ class BulkRuns:
             self.log(run_id, **data)
             pending = self._entry(run_id)
             pending.status, pending.end_time = status, end_time or _now()
+        self._after_queueing()
 
     def _entry(self, run_id: str) -> _Pending:
         pending = self._pending.get(run_id)
@@ -141,16 +148,23 @@ class BulkRuns:
         self._cond.notify_all()
         return pending
 
+    def _after_queueing(self) -> None:
+        """Once the thread has stopped (closed, or the process is exiting), writes are made here and now."""
+        if self._stopped:
+            self._write_pending()
+
     def wait(self, timeout: float | None = 120) -> bool:
-        """Return when every write queued so far is committed; False on timeout."""
+        """Return when every write queued so far is committed (or given up on, logged); False on timeout."""
+        if self._stopped:
+            self._write_pending()
         with self._cond:
             target = self._queued
             self._urgent = True
             self._cond.notify_all()
-            return self._cond.wait_for(lambda: self._committed >= target or not self._thread.is_alive(), timeout)
+            return self._cond.wait_for(lambda: self._committed >= target, timeout)
 
     def close(self, timeout: float | None = 120) -> None:
-        """Commit what is queued, then stop the thread."""
+        """Commit what is queued and stop the thread; later writes are made by their callers."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -158,34 +172,49 @@ class BulkRuns:
 
     # -- the writer thread ----------------------------------------------------------------
     def _loop(self) -> None:
-        while True:
+        try:
+            while True:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._pending or self._closing)
+                    if not self._pending:
+                        self._stopped = True  # under the lock: a write queued after this is made by its caller
+                        return
+                    self._cond.wait_for(lambda: self._urgent or self._closing, timeout=LINGER)
+                self._write_pending()
+        except BaseException:
+            log.exception("tracking: the batched run writer stopped")
             with self._cond:
-                self._cond.wait_for(lambda: self._pending or self._closing)
-                if not self._pending:
-                    return
-                self._cond.wait_for(lambda: self._urgent or self._closing, timeout=LINGER)
-                batch, self._pending = list(self._pending.values()), {}
-                self._urgent = False
-                upto = self._queued
-            batch = [p for p in batch if _valid(p) or self._write_alone(p)]
-            try:
-                _retry(lambda: self._commit(batch), "bulk run write")
-            except Exception as exc:
-                log.warning("tracking: a batch of %d run(s) failed (%s: %s); writing them one by one",
-                            len(batch), type(exc).__name__, exc)
-                for pending in batch:
-                    self._write_alone(pending)
-            with self._cond:
-                self._committed = upto
-                self._cond.notify_all()
+                self._stopped = True
+            raise
+
+    def _write_pending(self) -> None:
+        with self._cond:
+            batch, self._pending = list(self._pending.values()), {}
+            self._urgent = False
+            upto = self._queued
+        if batch:
+            self._write_batch(batch)
+        with self._cond:
+            self._committed = max(self._committed, upto)
+            self._cond.notify_all()
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        batch = [p for p in batch if _valid(p) or self._write_alone(p)]
+        try:
+            _retry(lambda: self._commit(batch), "bulk run write")
+        except Exception as exc:
+            log.warning("tracking: a batch of %d run(s) failed (%s: %s); writing them one by one",
+                        len(batch), type(exc).__name__, exc)
+            for pending in batch:
+                self._write_alone(pending)
 
     def _commit(self, batch: list[_Pending]) -> None:
-        from sqlalchemy import and_, delete, insert, or_, select, update
+        from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
 
         if not batch:
             return
-        with self._sql.ManagedSessionMaker() as session:
+        with self._sql.ManagedSessionMaker(read_only=False) as session:
             rows = []
             for p in batch:
                 if p.row is not None:
@@ -200,12 +229,18 @@ class BulkRuns:
             tags = [{"key": k, "value": v, "run_uuid": p.run_id} for p in batch for k, v in p.tags.items()]
             if tags:
                 session.execute(insert(SqlTag), tags)
-            known_params: set[tuple[str, str]] = set()
+            known: dict[tuple[str, str], str] = {}
             if existing and any(p.params for p in batch if p.row is None):
-                known_params = set(session.execute(
-                    select(SqlParam.run_uuid, SqlParam.key).where(SqlParam.run_uuid.in_(existing))).all())
-            params = [{"key": k, "value": v, "run_uuid": p.run_id} for p in batch for k, v in p.params.items()
-                      if (p.run_id, k) not in known_params]  # MLflow params are write-once: keep the first
+                known = {(r, k): v for r, k, v in session.execute(
+                    select(SqlParam.run_uuid, SqlParam.key, SqlParam.value).where(SqlParam.run_uuid.in_(existing)))}
+            params = []
+            for p in batch:
+                for k, v in p.params.items():
+                    if (p.run_id, k) not in known:
+                        params.append({"key": k, "value": v, "run_uuid": p.run_id})
+                    elif known[p.run_id, k] != v:  # MLflow params are write-once: the first value stays
+                        log.warning("tracking: run %s: param %r is already %r; %r not logged",
+                                    p.run_id, k, known[p.run_id, k], v)
             if params:
                 session.execute(insert(SqlParam), params)
             points = {(p.run_id, k, ts, step, *_sanitize(v)) for p in batch for k, v, ts, step in p.metrics}
@@ -216,8 +251,11 @@ class BulkRuns:
                 self._latest(session, points, existing, SqlLatestMetric, select, insert, update)
             ended = [{"run_uuid": p.run_id, "status": p.status, "end_time": p.end_time}
                      for p in batch if p.row is None and p.status]
-            if ended:  # by primary key, one executemany
-                session.execute(update(SqlRun), ended)
+            if ended:  # Core executemany: no ORM row-count check, so a missing run does not fail the others' ends
+                runs = SqlRun.__table__
+                session.execute(update(runs).where(runs.c.run_uuid == bindparam("rid"))
+                                .values(status=bindparam("st"), end_time=bindparam("et")),
+                                [{"rid": e["run_uuid"], "st": e["status"], "et": e["end_time"]} for e in ended])
 
     @staticmethod
     def _latest(session: Any, points: set[tuple[Any, ...]], existing: list[str], model: Any,
@@ -232,7 +270,8 @@ class BulkRuns:
         runs = sorted({r for r, _ in best} & set(existing))
         if runs:
             rows = session.execute(select(model.run_uuid, model.key, model.step, model.timestamp, model.value)
-                                   .where(model.run_uuid.in_(runs))).all()
+                                   .where(model.run_uuid.in_(runs)).order_by(model.run_uuid, model.key)
+                                   .with_for_update()).all()  # as MLflow: no other writer moves them meanwhile
             old = {(r, k): (s, t, v) for r, k, s, t, v in rows}
         new = []
         for (run_id, key), (step, ts, value, nan) in best.items():
@@ -278,7 +317,7 @@ class BulkRuns:
         from sqlalchemy import insert
         from mlflow.store.tracking.dbmodels.models import SqlRun
 
-        with self._sql.ManagedSessionMaker() as session:
+        with self._sql.ManagedSessionMaker(read_only=False) as session:
             session.execute(insert(SqlRun), [row])
 
     def _artifact_location(self, experiment_id: str) -> str:

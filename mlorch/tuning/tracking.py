@@ -40,7 +40,7 @@ class NullTracker:
     parent_run_id: str | None = None
     tracking_uri: str | None = None
     define_by_run = False  # a plain objective: parameters known only at the end
-    queues_runs = False  # starting a run costs nothing: objective trials get theirs as they start
+    queues_runs = False  # True where starting a run costs nothing (queued): objective trials then get theirs as they start
 
     def start_sweep(self, study: optuna.Study, experiment: str, summary: Mapping[str, Any]) -> None: ...
     def start_trial(self, trial: optuna.Trial, state: TrialState | None = None, wait: bool = False) -> str | None:
@@ -273,6 +273,8 @@ class SweepTracker(NullTracker):
 
     def run_for(self, frozen: FrozenTrial) -> str | None:
         """The child run of a trial a dead driver left RUNNING: its own, found by its tags, or made now."""
+        if self.bulk is not None:
+            self.bulk.wait()  # a run queued earlier in this process is visible before we look
         run_id = frozen.user_attrs.get(RUN_ATTR)
         if run_id and self._exists(run_id):
             return str(run_id)
@@ -282,7 +284,7 @@ class SweepTracker(NullTracker):
         # The driver died before the run was written (or, without bulk writes, before it was created).
         name = f"{self.study_name}-trial-{frozen.number}"
         tags = self._trial_tags(frozen.number, frozen._trial_id)
-        return self._create(name, tags, params={"trial": frozen.number, **frozen.params}, run_id=run_id or None)
+        return self._create(name, tags, params=frozen.params, run_id=run_id or None)
 
     def _exists(self, run_id: str) -> bool:
         try:
@@ -295,6 +297,8 @@ class SweepTracker(NullTracker):
         """Make every finished trial's run end as the trial did (a dead driver may not have ended or even written it)."""
         if not self.parent_run_id:
             return
+        if self.bulk is not None:
+            self.bulk.wait()  # runs resume() just queued are in the store before we list them
         runs = {r.data.tags.get("optuna.trial_number"): r for r in self._children()}
         for frozen in study.get_trials(deepcopy=False):
             if not frozen.state.is_finished():
