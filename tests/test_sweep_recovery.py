@@ -111,32 +111,49 @@ def test_driver_killed_mid_sweep_resumes_to_exactly_n_trials(cluster, store, pro
     assert store.client.get_run(study.parent_run_id).info.status == "FINISHED"
 
 
-def test_runs_still_queued_when_the_driver_died_are_written_on_resume(cluster, store, project):
-    """A SIGKILL between Optuna's tell and the next batch commit loses runs that were only queued.
-
-    The dead driver is modelled by a tracker whose batch writer has stopped (as in a killed
-    process: it accepts writes and never commits them). The next sweep of the same name
-    writes each lost run under the id Optuna holds: a finished trial's run ended as the
-    trial ended, a running trial's run KILLED.
+LOST_QUEUE_DRIVER = textwrap.dedent(
     """
-    from mlorch.tracking.bulk import open_bulk
+    import os, signal, sys
+    sys.path.insert(0, {root!r})
+    import optuna
+    import mlorch.tracking.bulk
+    from mlorch.tracking.store import RunStore
     from mlorch.tuning.storage import open_storage
     from mlorch.tuning.tracking import SweepTracker
 
+    mlorch.tracking.bulk.LINGER = 3600  # the batch is still gathering writes when the process dies
     storage, _ = open_storage(None)
     study = optuna.create_study(study_name="lost-queue", storage=storage, directions=["minimize"])
-    dead = SweepTracker(store)
-    dead.bulk = open_bulk(store.client)
-    dead.bulk.close()
-    dead.define_by_run = True
-    dead.start_sweep(study, "lost-queue", {})
+    tracker = SweepTracker(RunStore.open())
+    tracker.define_by_run = True
+    tracker.start_sweep(study, "lost-queue", {{}})
     finished, running = study.ask(), study.ask()
     for trial in (finished, running):
         trial.suggest_float("x", -5, 5)
         trial.suggest_categorical("kind", ["a", "b"])
-        trial.set_user_attr("mlflow_run_id", dead.start_trial(trial))
+        trial.set_user_attr("mlflow_run_id", tracker.start_trial(trial))
     frozen = study.tell(finished, 0.5)
-    dead.end_trial(frozen.user_attrs["mlflow_run_id"], frozen, [], None)
+    tracker.end_trial(frozen.user_attrs["mlflow_run_id"], frozen, [], None)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_runs_still_queued_when_the_driver_died_are_written_on_resume(cluster, store, project, tmp_path):
+    """A driver SIGKILLed between Optuna's tell and the next batch commit loses runs that were only queued.
+
+    The next sweep of the same name writes each lost run under the id Optuna holds: a
+    finished trial's run ended as the trial ended, a running trial's run KILLED.
+    """
+    script = tmp_path / "driver.py"
+    script.write_text(LOST_QUEUE_DRIVER.format(root=ROOT))
+    env = {**os.environ, "MLORCH_HOME": str(project), "MLFLOW_TRACKING_URI": store.tracking_uri}
+    proc = subprocess.run([sys.executable, str(script)], env=env, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(default_journal_path())))
+    study = optuna.load_study(study_name="lost-queue", storage=storage)
+    finished, running = sorted(study.trials, key=lambda t: t.number)
+    assert (finished.state, running.state) == (TrialState.COMPLETE, TrialState.RUNNING)
     lost = {t.number: t.user_attrs["mlflow_run_id"] for t in study.trials}
     assert children(store, study.user_attrs["mlflow_parent_run_id"]) == []  # nothing reached the store
 

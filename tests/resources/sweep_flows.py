@@ -127,11 +127,17 @@ def model_flow(c: float = 1.0):
 # -- worker death: the first attempt of a marked trial kills its worker process ------
 @mo.task
 def die_once(x: float, marker: str) -> float:
+    """Trial 0's first attempt SIGKILLs its worker (the marker file, created atomically, says it happened)."""
     record("attempt", x=x, pid=os.getpid())
-    if marker and not os.path.exists(marker):
-        with open(marker, "w") as fh:
-            fh.write(str(os.getpid()))
-        os.kill(os.getpid(), signal.SIGKILL)
+    if marker and mo.context().run.get("trial") == 0:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass  # the rerun
+        else:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(0.2)
     return (x - 0.3) ** 2
 
