@@ -123,22 +123,34 @@ class BulkRuns:
     ) -> None:
         """Queue metric points ``(key, value, timestamp_ms, step)``, params and tags for ``run_id``."""
         with self._cond:
-            pending = self._entry(run_id)
-            pending.metrics.extend(metrics)
-            for key, value in (params or {}).items():  # MLflow params are write-once: the first value stays
-                if pending.params.setdefault(key, value) != value:
-                    log.warning("tracking: run %s: param %r is already %r; %r not logged",
-                                run_id, key, pending.params[key], value)
-            pending.tags.update(tags or {})
+            self._add(run_id, metrics, params, tags)
         self._after_queueing()
 
-    def end_run(self, run_id: str, status: str, end_time: int | None = None, **data: Any) -> None:
+    def end_run(
+        self,
+        run_id: str,
+        status: str,
+        end_time: int | None = None,
+        metrics: Iterable[tuple[str, float, int, int]] = (),
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
         """Queue the run's last data (as :meth:`log`) and its terminal status."""
         with self._cond:
-            self.log(run_id, **data)
-            pending = self._entry(run_id)
+            pending = self._add(run_id, metrics, params, tags)
             pending.status, pending.end_time = status, end_time or _now()
         self._after_queueing()
+
+    def _add(self, run_id: str, metrics: Iterable[tuple[str, float, int, int]],
+             params: Mapping[str, str] | None, tags: Mapping[str, str] | None) -> _Pending:
+        pending = self._entry(run_id)
+        pending.metrics.extend(metrics)
+        for key, value in (params or {}).items():  # MLflow params are write-once: the first value stays
+            if pending.params.setdefault(key, value) != value:
+                log.warning("tracking: run %s: param %r is already %r; %r not logged",
+                            run_id, key, pending.params[key], value)
+        pending.tags.update(tags or {})
+        return pending
 
     def _entry(self, run_id: str) -> _Pending:
         pending = self._pending.get(run_id)
