@@ -31,15 +31,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ui(tmp_path_factory):
-    """``mlorch ui`` on a fresh project; yields (process, url, project folder)."""
-    home = tmp_path_factory.mktemp("ui-project")
+def _start_ui(home) -> tuple[subprocess.Popen, str]:
+    """``mlorch ui --port <free>`` on project folder ``home``, once it printed its URL."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["MLORCH_HOME"] = str(home)
-    port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlorch", "ui", "--port", str(port)],
+        [sys.executable, "-m", "mlorch", "ui", "--port", str(_free_port())],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
     )
     url = None
@@ -52,17 +49,31 @@ def ui(tmp_path_factory):
         lines.append(line)
         found = re.search(r"(http://\S+)", line)
         url = found.group(1) if found and "MLflow UI" in line else None
+    if url is None:
+        _stop_ui(proc)
+        pytest.fail(f"mlorch ui printed no URL: {lines[-20:]}")
+    return proc, url
+
+
+def _stop_ui(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:  # let `mlorch ui` stop its server
+        os.kill(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    """``mlorch ui`` on a fresh project; yields (process, url, project folder)."""
+    home = tmp_path_factory.mktemp("ui-project")
+    proc, url = _start_ui(home)
     try:
-        assert url is not None, f"mlorch ui printed no URL: {lines[-20:]}"
         yield proc, url, home
-    finally:
-        if proc.poll() is None:  # a test failed before the Ctrl-C test: let `mlorch ui` stop its server
-            os.kill(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+    finally:  # a test failed before the Ctrl-C test
+        _stop_ui(proc)
 
 
 def test_mlorch_ui_prints_a_local_url_and_serves_the_ui(ui):
@@ -138,3 +149,45 @@ def test_mlorch_ui_stops_cleanly_on_ctrl_c(ui):
         urllib.request.urlopen(url + "/health", timeout=5)
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)  # no uvicorn worker left in its process group
+
+
+def _mlflow_processes(processes: list) -> list:
+    import psutil
+
+    found = []
+    for process in processes:
+        try:
+            if "mlflow" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:  # gone, or a zombie
+            pass
+    return found
+
+
+def test_no_server_is_left_listening_when_mlorch_ui_is_sigkilled(tmp_path):
+    import psutil
+
+    proc, url = _start_ui(tmp_path / "project")
+    servers = _mlflow_processes(psutil.Process(proc.pid).children())
+    try:
+        (server,) = servers
+        os.kill(proc.pid, signal.SIGKILL)  # no handler runs: the watchdog has to stop the server
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(server.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        with pytest.raises(ProcessLookupError):
+            os.killpg(server.pid, 0)  # the server and its uvicorn worker are gone
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url + "/health", timeout=5)
+    finally:  # whatever failed above, nothing is left running
+        _stop_ui(proc)
+        for server in servers:
+            try:
+                os.killpg(server.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -2,7 +2,9 @@
 
 Runs ``python -m mlflow server`` in its own process group (it forks uvicorn
 workers) with one worker, no job runner and telemetry off, prints the URL once the
-server answers, and on Ctrl-C (or SIGTERM) stops the whole group.
+server answers, and on Ctrl-C (or SIGTERM) stops the whole group. A small watchdog
+process stops the group too if ``mlorch ui`` itself is SIGKILLed, so no server is
+left listening on the port.
 """
 
 from __future__ import annotations
@@ -76,6 +78,35 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
+# The watchdog: waits for its parent (``mlorch ui``) to go, however it goes, then stops the
+# server's process group (SIGTERM, SIGKILL after 10 s). It ignores Ctrl-C, which a terminal
+# sends to ``mlorch ui``'s whole group: ``mlorch ui`` stops the server itself then.
+_WATCHDOG = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+parent, group = int(sys.argv[1]), int(sys.argv[2])
+while os.getppid() == parent:
+    time.sleep(0.5)
+for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 0.0)):
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        break
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            sys.exit(0)
+        time.sleep(0.2)
+"""
+
+
+def _watchdog(server: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(server.pid)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
 def main(args: argparse.Namespace) -> int:
     from mlorch.tracking.store import RunStore
 
@@ -87,6 +118,7 @@ def main(args: argparse.Namespace) -> int:
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(server_command(uri, args.host, port), env=env, start_new_session=True)
+    watchdog = _watchdog(proc)
     previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         url = f"http://{args.host}:{port}"
@@ -99,4 +131,6 @@ def main(args: argparse.Namespace) -> int:
         return 0
     finally:
         _stop(proc)
+        watchdog.terminate()
+        watchdog.wait()
         signal.signal(signal.SIGTERM, previous)
