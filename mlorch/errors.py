@@ -8,6 +8,7 @@
     │   └── FlowCycleError                  a flow calls itself, directly or not
     ├── ResourceUnavailableError (RuntimeError)  no worker can meet a task's resources
     ├── ClusterError (RuntimeError)         a cluster could not be started or reached
+    ├── SweepRunningError (RuntimeError)    the same sweep is already running in another driver
     └── TaskFailedError (RuntimeError)      a task raised on its last attempt
         └── TaskTimeoutError (TimeoutError) a task ran past its ``timeout``
 
@@ -27,6 +28,7 @@ __all__ = [
     "MlorchError",
     "ResourceUnavailableError",
     "SerializationError",
+    "SweepRunningError",
     "TaskArgumentError",
     "TaskFailedError",
     "TaskTimeoutError",
@@ -63,6 +65,10 @@ class ResourceUnavailableError(MlorchError, RuntimeError):
 
 class ClusterError(MlorchError, RuntimeError):
     """A cluster could not be started, reached or shut down."""
+
+
+class SweepRunningError(MlorchError, RuntimeError):
+    """A sweep of the same name, on the same storage, is already running in another driver."""
 
 
 class TaskFailedError(MlorchError, RuntimeError):

@@ -167,3 +167,17 @@ def test_runs_still_queued_when_the_driver_died_are_written_on_resume(cluster, s
     assert len(runs) == len(trials) == 4  # 3 counted (the lost finished one among them) + the interrupted one
     assert {t.user_attrs["mlflow_run_id"] for t in trials} == set(runs)
     assert all(r.info.status != "RUNNING" for r in runs.values())
+
+
+def test_a_second_driver_on_a_running_sweep_is_refused_and_touches_nothing(cluster, store, project):
+    space = {"x": mo.uniform(0, 1), "seconds": 1.0}
+    first = mo.sweep(sf.slow, space=space, metric="loss", n_trials=3, max_concurrency=1, name="busy",
+                     wait=False, progress=False, cluster=cluster)
+    with pytest.raises(mo.SweepRunningError, match=rf"sweep 'busy' is already running \(pid {os.getpid()} on "):
+        mo.sweep(sf.slow, space=space, metric="loss", n_trials=3, name="busy", progress=False, cluster=cluster)
+    first.result()
+    trials = first.study.trials
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert not any(t.user_attrs.get("mlorch.interrupted") for t in trials)  # nobody closed them under it
+    again = mo.sweep(sf.slow, space=space, metric="loss", n_trials=3, name="busy", progress=False, cluster=cluster)
+    assert again.n_finished == 3 and len(again.study.trials) == 3  # the lock is free once a sweep ends

@@ -71,11 +71,14 @@ def sweep(
 
     Raises:
         ConfigError: a bad argument, before any trial starts (the message names it).
+        SweepRunningError: the same sweep (name and storage) is already running in another
+            driver; resuming it under that driver's feet would close its running trials.
     """
     import optuna  # here, not at module level: ``import mlorch`` stays light
 
     from mlorch.tuning.driver import SweepDriver, finished_trials, resume
     from mlorch.tuning.handle import Sweep
+    from mlorch.tuning.lease import acquire
     from mlorch.tuning.plan import make_plan
     from mlorch.tuning.storage import open_storage
     from mlorch.tuning.tracking import open_tracker
@@ -104,7 +107,12 @@ def sweep(
             "storage: a plain Optuna objective runs on the workers, which reopen the study; "
             "give a journal file path or a database URL (or None for the project journal)"
         )
-    handle, owned = _cluster(cluster)
+    lease = acquire(spec, plan.name)  # before anything else: a second driver must not touch the study
+    try:
+        handle, owned = _cluster(cluster)
+    except BaseException:
+        _release(lease)
+        raise
     try:
         study = optuna.create_study(
             study_name=plan.name,
@@ -124,6 +132,7 @@ def sweep(
         tracker.start_sweep(study, plan.experiment, plan.summary)
         resume(study, tracker, plan.metrics)
     except BaseException:
+        _release(lease)
         if owned:
             handle.close()
         raise
@@ -133,12 +142,18 @@ def sweep(
             status = "FINISHED" if error is None else ("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
             tracker.finish(study, plan.metrics, status)
         finally:
+            _release(lease)
             if owned:
                 handle.close()
 
     result = Sweep(plan, study, driver, finish)
     driver.on_finish = result._on_trial
     return result._start(wait, progress, len(finished_trials(study)))
+
+
+def _release(lease: Any) -> None:
+    if lease is not None:
+        lease.release()
 
 
 def _cluster(cluster: Any) -> tuple[ClusterHandle, bool]:
