@@ -177,8 +177,46 @@ def test_writes_after_close_are_made_by_their_caller(store, bulk):
     run_id = bulk.start_run(exp, "late", {})
     bulk.close()
     bulk.end_run(run_id, "KILLED", metrics=[("loss", 1.0, 1, 0)])
-    late = bulk.start_run(exp, "later", {})
-    assert bulk.wait()
-    assert store.client.get_run(run_id).info.status == "KILLED"
+    assert store.client.get_run(run_id).info.status == "KILLED"  # written by end_run itself, no wait()
     assert store.client.get_run(run_id).data.metrics == {"loss": 1.0}
+    late = bulk.start_run(exp, "later", {})
     assert store.client.get_run(late).info.status == "RUNNING"
+    assert bulk.wait()
+
+
+def test_writes_from_many_threads_land_in_order(store, bulk):
+    """Each thread starts a run, waits for it, logs and ends it: every run ends with every point."""
+    import threading
+
+    exp = store.experiment_id("bulk-threads")
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            write(i)
+        except BaseException as exc:  # an assertion in a thread must fail the test
+            errors.append(exc)
+
+    def write(i: int) -> None:
+        run_id = bulk.start_run(exp, f"t{i}", {})
+        ids.append(run_id)
+        assert bulk.wait()
+        assert store.client.get_run(run_id).info.status == "RUNNING"  # wait() means written
+        for step in range(20):
+            bulk.log(run_id, metrics=[("loss", float(step), 1000 + step, step)])
+        bulk.end_run(run_id, "FINISHED", params={"i": str(i)})
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads[:4]:
+        t.start()
+    bulk.close()  # half the threads queue into the running writer, half write inline after close
+    for t in threads[4:]:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and bulk.wait() and len(ids) == 8
+    for run_id in ids:
+        run = store.client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.metrics == {"loss": 19.0}
+        assert len(store.client.get_metric_history(run_id, "loss")) == 20

@@ -2,7 +2,7 @@
 
 Runs ``python -m mlflow server`` in its own process group (it forks uvicorn
 workers) with one worker, no job runner and telemetry off, prints the URL once the
-server answers, and on Ctrl-C (or SIGTERM) stops the whole group. A small watchdog
+server answers, and on Ctrl-C (SIGTERM, SIGHUP) stops the whole group. A small watchdog
 process stops the group too if ``mlorch ui`` itself is SIGKILLed, so no server is
 left listening on the port.
 """
@@ -78,15 +78,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-# The watchdog: waits for its parent (``mlorch ui``) to go, however it goes, then stops the
-# server's process group (SIGTERM, SIGKILL after 10 s). It ignores Ctrl-C, which a terminal
-# sends to ``mlorch ui``'s whole group: ``mlorch ui`` stops the server itself then.
+# The watchdog: in a session of its own (no terminal signal reaches it), it blocks on
+# reading a pipe only ``mlorch ui`` writes to. End of input means ``mlorch ui`` is gone,
+# however it went (SIGKILL, a closed terminal), and it stops the server's process group:
+# SIGTERM, then SIGKILL after 10 s.
 _WATCHDOG = """
 import os, signal, sys, time
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-parent, group = int(sys.argv[1]), int(sys.argv[2])
-while os.getppid() == parent:
-    time.sleep(0.5)
+group = int(sys.argv[1])
+sys.stdin.read()
 for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 0.0)):
     try:
         os.killpg(group, sig)
@@ -103,8 +102,8 @@ for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 0.0)):
 
 
 def _watchdog(server: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(server.pid)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(server.pid)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, start_new_session=True)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -119,7 +118,8 @@ def main(args: argparse.Namespace) -> int:
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(server_command(uri, args.host, port), env=env, start_new_session=True)
     watchdog = _watchdog(proc)
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    stop = lambda *_: (_ for _ in ()).throw(KeyboardInterrupt())  # noqa: E731
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         url = f"http://{args.host}:{port}"
         _wait_ready(url, proc, args.timeout)
@@ -133,4 +133,5 @@ def main(args: argparse.Namespace) -> int:
         _stop(proc)
         watchdog.terminate()
         watchdog.wait()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

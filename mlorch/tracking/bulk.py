@@ -88,6 +88,7 @@ class BulkRuns:
         self._closing = False
         self._urgent = False  # someone waits: commit without lingering
         self._stopped = False  # the thread is gone: callers write themselves
+        self._writing = threading.Lock()  # one batch at a time, from taking it to counting it committed
         self._locations: dict[str, str] = {}
         self._thread = threading.Thread(target=self._loop, name="mlorch-bulk-runs", daemon=True)
         self._thread.start()
@@ -200,15 +201,18 @@ class BulkRuns:
             raise
 
     def _write_pending(self) -> None:
-        with self._cond:
-            batch, self._pending = list(self._pending.values()), {}
-            self._urgent = False
-            upto = self._queued
-        if batch:
-            self._write_batch(batch)
-        with self._cond:
-            self._committed = max(self._committed, upto)
-            self._cond.notify_all()
+        """Write what is queued. One writer at a time, so writes land in the order they were queued
+        and a caller whose writes another thread took waits here until they are committed."""
+        with self._writing:
+            with self._cond:
+                batch, self._pending = list(self._pending.values()), {}
+                self._urgent = False
+                upto = self._queued
+            if batch:
+                self._write_batch(batch)  # logs and falls back on errors; raises only on BaseException
+            with self._cond:
+                self._committed = max(self._committed, upto)
+                self._cond.notify_all()
 
     def _write_batch(self, batch: list[_Pending]) -> None:
         batch = [p for p in batch if _valid(p) or self._write_alone(p)]

@@ -148,7 +148,12 @@ def sweep(
 
     result = Sweep(plan, study, driver, finish)
     driver.on_finish = result._on_trial
-    return result._start(wait, progress, len(finished_trials(study)))
+    try:
+        initial = len(finished_trials(study))
+    except BaseException as exc:
+        finish(exc)  # releases the lock and an owned cluster
+        raise
+    return result._start(wait, progress, initial)
 
 
 def _release(lease: Any) -> None:

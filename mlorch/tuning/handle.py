@@ -56,17 +56,22 @@ class Sweep:
             self._done.set()
 
     def _start(self, wait: bool, progress: bool, initial: int) -> Sweep:
-        if progress:
-            from tqdm.auto import tqdm
+        try:
+            if progress:
+                from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=self.plan.n_trials, initial=initial, desc=f"sweep {self.name}", unit="trial")
-            self._update_bar(None)
-        if wait:
-            self._run()
-            return self.result()
-        self._thread = threading.Thread(target=self._run, name=f"mlorch-sweep-{self.name}", daemon=True)
-        self._thread.start()
-        return self
+                self._bar = tqdm(total=self.plan.n_trials, initial=initial, desc=f"sweep {self.name}", unit="trial")
+                self._update_bar(None)
+            if not wait:
+                self._thread = threading.Thread(target=self._run, name=f"mlorch-sweep-{self.name}", daemon=True)
+                self._thread.start()
+                return self
+        except BaseException as exc:  # nothing ran: still end the sweep (its lock, its cluster, its runs)
+            self._close_bar()
+            self._finish(exc)
+            raise
+        self._run()
+        return self.result()
 
     def _on_trial(self, frozen: FrozenTrial) -> None:
         if self._bar is not None:

@@ -3,7 +3,9 @@
 Two drivers on one study would fight: the second one's resume closes the first one's
 running trials as interrupted and enqueues them again, while the first one still runs
 them. A sweep therefore holds an exclusive ``flock`` on a lock file beside its journal
-(for a database storage, in the project folder) from its start to its end. The kernel
+or SQLite file from its start to its end. For a database server (PostgreSQL, MySQL) the
+lock file is in the project folder: it stops a second driver of the same project on the
+same host, not one elsewhere. The kernel
 drops the lock when the process dies, however it dies, so a SIGKILLed driver's sweep
 can be resumed at once. The file says who holds it, for the error message.
 """
@@ -42,15 +44,25 @@ class Lease:
 def lock_path(spec: StorageSpec, name: str) -> Path | None:
     """Where the lock of sweep ``name`` lives; None for a storage object only this process can see."""
     kind, where = spec
+    if kind == "journal" and where:
+        return _beside(Path(where).resolve(), name)
+    if kind == "rdb" and where:
+        if where.startswith("sqlite:///"):  # beside the database file, whoever opens it
+            return _beside(Path(where[len("sqlite:///"):]).resolve(), name)
+        from mlorch.project import home  # a database server: drivers of this project on this host
+
+        return home() / "optuna" / "leases" / _file_name(where, name)
+    return None
+
+
+def _beside(storage_file: Path, name: str) -> Path:
+    return storage_file.parent / f"{storage_file.name}.{_file_name(str(storage_file), name)}"
+
+
+def _file_name(where: str, name: str) -> str:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
     digest = hashlib.blake2b(f"{where}\0{name}".encode(), digest_size=6).hexdigest()
-    if kind == "journal" and where:
-        return Path(where).parent / f"{Path(where).name}.{safe}-{digest}.lock"
-    if kind == "rdb":
-        from mlorch.project import home
-
-        return home() / "optuna" / "leases" / f"{safe}-{digest}.lock"
-    return None
+    return f"{safe}-{digest}.lock"
 
 
 def acquire(spec: StorageSpec, name: str) -> Lease | None:
