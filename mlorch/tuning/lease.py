@@ -5,9 +5,9 @@ running trials as interrupted and enqueues them again, while the first one still
 them. A sweep therefore holds an exclusive ``flock`` on a lock file beside its journal
 or SQLite file from its start to its end. For a database server (PostgreSQL, MySQL) the
 lock file is in the project folder: it stops a second driver of the same project on the
-same host, not one elsewhere. The kernel
-drops the lock when the process dies, however it dies, so a SIGKILLed driver's sweep
-can be resumed at once. The file says who holds it, for the error message.
+same host, not one elsewhere. The kernel drops the lock when the process dies, however
+it dies, so a SIGKILLed driver's sweep can be resumed at once. The file says who holds
+it, for the error message.
 """
 
 from __future__ import annotations
