@@ -315,12 +315,15 @@ class SweepDriver:
             self._objective_ended(rec, value, None)
 
     def _objective_ended(self, rec: TrialRecord, value: Any, error: BaseException | None) -> None:
-        self._track_start_safely(rec, self._outcome(rec, value, error)[0])
-        self.events.put(("done", rec, value, error))
-
-    def _track_start_safely(self, rec: TrialRecord, state: TrialState | None = None) -> None:
         try:
-            self._track_start(rec, state)
+            self._track_start(rec, self._outcome(rec, value, error)[0])
+        except BaseException as exc:  # noqa: BLE001 - tracking trouble must not lose the trial
+            log.warning("sweep '%s': could not track trial %d: %s", self.plan.name, rec.number, exc)
+        self.events.put(("done", rec, value, error))  # always: the driver waits for it
+
+    def _track_start_safely(self, rec: TrialRecord) -> None:
+        try:
+            self._track_start(rec)
         except Exception as exc:  # tracking trouble must not lose the trial
             log.warning("sweep '%s': could not track trial %d: %s", self.plan.name, rec.number, exc)
 
