@@ -8,9 +8,11 @@ pruned trials end FINISHED with the tag ``optuna.state=PRUNED``, as MLflow has n
 pruned status). Trial and run point at each other: the trial's user attribute
 ``mlflow_run_id``, the run's tags ``optuna.trial_number`` / ``optuna.study_name``.
 
-Ending runs is queued to one thread so the driver's ask/tell loop never waits on
-SQLite; :meth:`SweepTracker.close` drains it. With tracking off (or the tracking
-package missing) :class:`NullTracker` keeps the same interface.
+Child-run writes never hold up the driver's ask/tell loop: on SQL stores they are
+queued to ``RunStore.bulk`` (batched SQL, see ``mlorch.tracking.bulk``), elsewhere
+to writer threads using MLflow's public API; :meth:`SweepTracker.close` waits for
+them. With tracking off (or the tracking package missing) :class:`NullTracker`
+keeps the same interface.
 """
 
 from __future__ import annotations
