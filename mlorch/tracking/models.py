@@ -129,29 +129,9 @@ def log_packed_model(
 ) -> int | None:
     """Unpack, log to ``run_id`` and maybe register; returns the new version number."""
     import cloudpickle
-
-    model, example = cloudpickle.loads(blob)
-    return log_model_object(
-        client, tracking_uri, run_id, model, example, name=name, flavor=flavor, register=register,
-        options=options, tags=tags,
-    )
-
-
-def log_model_object(
-    client: MlflowClient,
-    tracking_uri: str,
-    run_id: str,
-    model: Any,
-    example: Any,
-    *,
-    name: str,
-    flavor: str,
-    register: bool,
-    options: dict[str, Any],
-    tags: dict[str, str],
-) -> int | None:
     import mlflow
 
+    model, example = cloudpickle.loads(blob)
     if flavor not in FLAVORS:
         raise ValueError(f"log_model: unknown flavor {flavor!r}; known: {', '.join(FLAVORS)}")
     example = _numpy_example(example)

@@ -1,7 +1,7 @@
 """``RunStore``: the one place in a process that writes to MLflow.
 
 Driver code (the run hook, sweeps) calls it directly; events from tasks reach it
-through :func:`attach` and are written by one background thread per store, which
+through ``sink.subscribe`` and are written by one background thread per store, which
 batches metrics into ``log_batch`` requests of at most 1000 points. Workers never
 open the store, so it works when they cannot see the SQLite file (HPC) and there
 is never a second writer to lock the database.
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from mlorch.tracking.bulk import BulkRuns
 
-__all__ = ["RunStore", "attach", "configure", "resolve_uri"]
+__all__ = ["RunStore", "configure", "resolve_uri"]
 
 log = logging.getLogger("mlorch.tracking")
 STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -107,7 +107,6 @@ class RunStore:
         db = _sqlite_path(tracking_uri)
         if db is not None:
             self.artifact_root = db.parent / "mlartifacts"
-        self.model_versions: dict[tuple[str, str], int] = {}
         self.gpus_used: dict[str, set[int]] = {}
         self._experiments: dict[str, str] = {}
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -328,9 +327,3 @@ def _scrubbed(path: Path) -> Iterator[Path]:
                 return
     yield path
 
-
-def attach(client: Client) -> None:
-    """Deliver tracking events from this client's workers to the stores (idempotent)."""
-    from mlorch.tracking.sink import subscribe
-
-    subscribe(client)

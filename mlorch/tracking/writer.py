@@ -107,7 +107,6 @@ def _write_one(store: RunStore, msg: dict[str, Any], client: Client | None) -> N
             tags=tags,
         )
         if version is not None:
-            store.model_versions[(run_id, msg["name"])] = version
             store.set_tags(run_id, {f"mlorch.model.{msg['name']}.version": str(version)})
     elif kind == "alias":
         store.set_model_alias(msg["name"], msg["alias"], msg.get("version"))

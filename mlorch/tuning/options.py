@@ -80,10 +80,6 @@ def make_pruner(spec: Any) -> optuna.pruners.BasePruner:
         raise ConfigError(f"pruner: cannot build {PRUNERS[name]}({options}): {exc}") from None
 
 
-def describe(obj: Any) -> str:
-    return type(obj).__name__
-
-
 def check_directions(
     metric: str | None, direction: str | None, metrics: Sequence[str] | None, directions: Sequence[str] | None
 ) -> tuple[list[str], list[str]]:

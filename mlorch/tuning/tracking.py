@@ -316,10 +316,8 @@ class SweepTracker(NullTracker):
             if run.info.status != expected or run.data.tags.get("optuna.state") != frozen.state.name:
                 self._end_trial(run.info.run_id, frozen, metrics, frozen.user_attrs.get("mlorch.error"))
 
-    def _children(self, status: str | None = None) -> list[Any]:
+    def _children(self) -> list[Any]:
         query = f"tags.mlflow.parentRunId = '{self.parent_run_id}'"
-        if status:
-            query += f" and attributes.status = '{status}'"
         exp = self.store.experiment_id(self.experiment)
         return list(self.store.client.search_runs([exp], query, max_results=50000))
 
