@@ -38,6 +38,8 @@ class Sweep:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._bar: Any = None
+        self._tally: dict[Any, int] = {}  # pruned / failed trials, for the bar
+        self._best: float | None = None
 
     # -- running ----------------------------------------------------------------------
     def _run(self) -> None:
@@ -79,17 +81,29 @@ class Sweep:
             self._update_bar(frozen)
 
     def _update_bar(self, frozen: FrozenTrial | None) -> None:
-        postfix: dict[str, Any] = {}
-        value = self._best_value_or_none()
-        if value is not None:
-            postfix["best"] = f"{value:.4g}"
+        """Best value and pruned/failed counts: read from the study once, then kept up to date
+        from each finished trial (no full read of the study per trial: that grows with the sweep)."""
         from optuna.trial import TrialState
 
-        trials = self.study.get_trials(deepcopy=False)
-        for state in (TrialState.PRUNED, TrialState.FAIL):
-            n = sum(1 for t in trials if t.state == state and not t.user_attrs.get("mlorch.interrupted"))
-            if n:
-                postfix[state.name.lower()] = n
+        from mlorch.tuning.driver import INTERRUPTED
+
+        if frozen is None:
+            self._tally = {TrialState.PRUNED: 0, TrialState.FAIL: 0}
+            for trial in self.study.get_trials(deepcopy=False):
+                if trial.state in self._tally and not trial.user_attrs.get(INTERRUPTED):
+                    self._tally[trial.state] += 1
+            self._best = self.best_value
+        elif not frozen.user_attrs.get(INTERRUPTED):
+            if frozen.state in self._tally:
+                self._tally[frozen.state] += 1
+            elif frozen.state == TrialState.COMPLETE and not self.plan.multi and frozen.value is not None:
+                minimize = self.plan.directions[0] == "minimize"
+                if self._best is None or (frozen.value < self._best if minimize else frozen.value > self._best):
+                    self._best = float(frozen.value)
+        postfix: dict[str, Any] = {}
+        if self._best is not None:
+            postfix["best"] = f"{self._best:.4g}"
+        postfix.update({state.name.lower(): n for state, n in self._tally.items() if n})
         self._bar.set_postfix(postfix, refresh=True)
 
     def _close_bar(self) -> None:
@@ -135,7 +149,9 @@ class Sweep:
         best = self.best_trial
         if best is None:
             return None
-        fixed = {k: v for k, v in self.plan.space.items() if not _is_param(v)}
+        from mlorch.tuning.plan import is_param
+
+        fixed = {k: v for k, v in self.plan.space.items() if not is_param(v)}
         return {**best.params, **fixed}
 
     @property
@@ -172,17 +188,9 @@ class Sweep:
 
         return len(finished_trials(self.study))
 
-    def _best_value_or_none(self) -> float | None:
-        return self.best_value
-
     def __repr__(self) -> str:
         state = "done" if self.done() else "running"
-        best = self._best_value_or_none()
+        best = self.best_value
         best_text = f", best={best:.4g}" if best is not None else ""
         return f"<mo.Sweep '{self.name}' {state}: {self.n_finished}/{self.plan.n_trials} trials{best_text}>"
 
-
-def _is_param(value: Any) -> bool:
-    from mlorch.tuning.space import Param
-
-    return isinstance(value, Param)
