@@ -95,3 +95,20 @@ def test_tracking_uri_in_the_yaml_points_the_sweep_at_that_store(tmp_path):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == 4  # the sweep's parent run and its 3 trials
     assert not (tmp_path / "project" / "mlflow.db").exists()
+
+
+def test_the_shipped_digits_sweep_runs_from_the_cli(tmp_path):
+    """The README's main job, shortened: its own YAML, cluster file and example flow, tracked in MLflow."""
+    from mlflow import MlflowClient
+
+    env = {**os.environ, "MLORCH_HOME": str(tmp_path / "project"), "MLORCH_TRACKING": "on"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    out = subprocess.run([sys.executable, "-m", "mlorch", "sweep", "configs/sweeps/digits.yaml", "--no-progress",
+                          "--n-trials", "2", "--name", "digits-cli-test"],
+                         env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout[out.stdout.index("{"):])
+    assert result["finished_trials"] == 2 and set(result["best_params"]) == {"lr", "hidden", "alpha", "epochs"}
+    client = MlflowClient(f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}")
+    run = client.get_run(result["best_run_id"])
+    assert run.info.status == "FINISHED" and run.data.metrics["val_loss"] == pytest.approx(result["best_value"])

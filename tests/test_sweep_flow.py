@@ -149,6 +149,7 @@ def test_notebook_handle_returns_at_once_stops_cleanly(cluster, store, log):
     assert all(t.state == TrialState.COMPLETE for t in trials)  # running trials finished, none cut short
     assert len(handle.trials_dataframe()) == len(trials)
     assert handle._bar.n == handle.n_finished
+    assert f"best={handle.best_value:.4g}" in handle._bar.postfix  # kept up to date trial by trial
     runs = children(store, handle.parent_run_id)
     assert len(runs) == len(trials) and {r.info.status for r in runs} == {"FINISHED"}
     assert store.client.get_run(handle.parent_run_id).info.status == "FINISHED"
@@ -172,6 +173,9 @@ def test_metric_missing_from_an_opaque_result_stops_the_sweep(cluster, project, 
     with pytest.raises(mo.ConfigError, match=r"metric: flow 'opaque' returned no 'loss' \(it returned: other\)"):
         mo.sweep(opaque, space={"x": mo.uniform(0, 1)}, metric="loss", n_trials=20, name="opaque",
                  cluster=cluster, progress=False, max_concurrency=1)
+    from mlorch.tuning.storage import open_storage
+
+    assert len(optuna.load_study(study_name="opaque", storage=open_storage(None)[0]).trials) == 1  # stopped at once
 
 
 def _max_overlap(rows) -> int:

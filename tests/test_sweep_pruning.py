@@ -35,7 +35,7 @@ def test_pruner_stops_trials_on_the_workers(pruner, cluster, store, log):
         # Intermediate values went through the driver into the study, step by step.
         assert sorted(t.intermediate_values) == list(range(len(t.intermediate_values)))
         if t.state == TrialState.COMPLETE:
-            assert steps_run[t.number] == STEPS
+            assert steps_run[t.number] == STEPS and len(t.intermediate_values) == STEPS  # every report arrived
         else:  # the task on the worker stopped early: it did not run its remaining steps
             assert steps_run[t.number] < STEPS, (pruner, t.number, steps_run[t.number])
         run = store.client.get_run(t.user_attrs["mlflow_run_id"])
