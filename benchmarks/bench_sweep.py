@@ -13,7 +13,7 @@ throughput: 300 trials of a trivial objective, each with an MLflow run, in one p
              the scheduler in its own process (``dask scheduler``/``dask worker``, kind: address).
              "End to end" runs until ``mo.sweep`` returns: every child run ended, the parent's
              summary, plots and trials table written.
-  Both exclude creating the empty SQLite database (a one-off ~3 s for either).
+  Both exclude creating the empty SQLite database (a one-off cost for either).
 utilization: 120 sleep trials of uneven length (0.2-1.0 s) on 4 thread slots; busy fraction
   = task time / (slots x wall time), measured (a) from the first task's start to the last
   task's start (the fan-out phase: a slot idles only if the driver is late to refill it)
