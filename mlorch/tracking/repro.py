@@ -8,6 +8,7 @@ never imported just to report its version.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -23,6 +24,12 @@ PACKAGES = ("mlorch", "dask", "distributed", "optuna", "mlflow", "torch", "sciki
 
 
 def versions() -> dict[str, str]:
+    """Versions of Python and the libraries a run depends on (read once per process: they are what was imported)."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in PACKAGES:
         try:
