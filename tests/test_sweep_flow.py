@@ -101,9 +101,9 @@ def test_fractional_gpu_objective_runs_two_per_device(cluster, log, project, mon
     assert study.max_concurrency == 4
     rows = sf.records(log, "gpu")
     assert len(rows) == 8
-    for device in (0, 1):
-        assert _max_overlap([r for r in rows if r["ids"] == [device]]) <= 2
-    assert _max_overlap(rows) <= 4
+    per_device = [_max_overlap([r for r in rows if r["ids"] == [device]]) for device in (0, 1)]
+    assert max(per_device) == 2, per_device  # two half-GPU trials really shared a device at once
+    assert _max_overlap(rows) <= 4  # (at most 2 per device is also the GPU workers' thread count)
 
 
 def test_plain_optuna_objective_runs_unchanged(cluster, store, project):
