@@ -6,9 +6,10 @@ import os
 from typing import Any, Mapping
 
 from mlorch.config import load_cluster_config
+from mlorch.config.schema import JobqueueClusterConfig, walltime_seconds
 from mlorch.execution.cluster import PROVIDERS, ClusterHandle
 
-__all__ = ["cluster"]
+__all__ = ["cluster", "jobqueue_spec"]
 
 
 def cluster(config: str | os.PathLike[str] | Mapping[str, Any] | None = None, **options: Any) -> ClusterHandle:
@@ -19,5 +20,39 @@ def cluster(config: str | os.PathLike[str] | Mapping[str, Any] | None = None, **
     context manager, or call ``.close()``.
     """
     cfg = load_cluster_config(config, **options)
+    if isinstance(cfg, JobqueueClusterConfig):
+        from mlorch.execution.jobqueue import start_jobqueue
+
+        return start_jobqueue(jobqueue_spec(cfg, _label(config)))
     fields = cfg.model_dump(exclude={"kind"})
     return PROVIDERS[cfg.kind](**fields)
+
+
+def _label(config: Any) -> str:
+    return str(config) if isinstance(config, (str, os.PathLike)) else "cluster options"
+
+
+def jobqueue_spec(cfg: JobqueueClusterConfig, source: str = "cluster options") -> Any:
+    """The plain values the execution layer needs from a validated jobqueue config."""
+    from mlorch.execution.jobqueue import MAPPED, JobqueueSpec
+    from mlorch.project import home
+
+    log_directory = cfg.log_directory or str(home() / "jobs")
+    return JobqueueSpec(
+        kind=cfg.kind,
+        fields={name: getattr(cfg, name) for name in MAPPED},
+        processes=cfg.worker_processes,
+        gpus_per_job=cfg.gpus_per_job,
+        jobs_min=cfg.jobs.min,
+        jobs_max=cfg.jobs.max,
+        walltime_s=walltime_seconds(cfg.walltime),
+        margin_s=cfg.margin_seconds,
+        job_extra_directives=list(cfg.job_extra_directives),
+        scheduler_options=dict(cfg.scheduler_options),
+        dashboard_address=cfg.dashboard_address,
+        security=cfg.security,
+        log_directory=str(os.path.abspath(log_directory)),
+        env=dict(cfg.env),
+        passthrough=dict(cfg.jobqueue),
+        source=source,
+    )

@@ -16,7 +16,7 @@ from mlorch.errors import MlorchError
 __all__ = ["main"]
 
 # name -> module under mlorch.cli providing add_parser(subparsers) and main(args) -> int
-COMMANDS = {"run": "mlorch.cli.run", "sweep": "mlorch.cli.sweep", "ui": "mlorch.cli.ui"}
+COMMANDS = {"run": "mlorch.cli.run", "sweep": "mlorch.cli.sweep", "ui": "mlorch.cli.ui", "cluster": "mlorch.cli.cluster"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,14 +14,24 @@ from typing import Any, Mapping, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from mlorch.config.schema import JOBQUEUE_KINDS, AddressClusterConfig, ClusterConfig, LocalClusterConfig
+from mlorch.config.schema import (
+    JOBQUEUE_KINDS,
+    AddressClusterConfig,
+    ClusterConfig,
+    JobqueueClusterConfig,
+    LocalClusterConfig,
+)
 from mlorch.errors import ConfigError
 
 __all__ = ["load_cluster_config", "load_yaml", "validate"]
 
 M = TypeVar("M", bound=BaseModel)
 
-CLUSTER_KINDS: dict[str, type[BaseModel]] = {"local": LocalClusterConfig, "address": AddressClusterConfig}
+CLUSTER_KINDS: dict[str, type[BaseModel]] = {
+    "local": LocalClusterConfig,
+    "address": AddressClusterConfig,
+    **{kind: JobqueueClusterConfig for kind in JOBQUEUE_KINDS},
+}
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -90,13 +100,10 @@ def load_cluster_config(
         data, label = load_yaml(source), str(source)
     data.update({k: v for k, v in overrides.items() if v is not None})
     kind = data.get("kind", "local")
-    if kind in JOBQUEUE_KINDS:
-        raise ConfigError(
-            f"{label}: field 'kind': '{kind}' clusters (dask-jobqueue) are not available in this version "
-            f"yet; use 'local' or 'address' (a scheduler started by your own jobqueue script)"
-        )
-    if kind not in CLUSTER_KINDS:
-        close = difflib.get_close_matches(str(kind), [*CLUSTER_KINDS, *JOBQUEUE_KINDS], n=1)
+    if not isinstance(kind, str) or kind not in CLUSTER_KINDS:
+        close = difflib.get_close_matches(str(kind), list(CLUSTER_KINDS), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{label}: field 'kind': unknown cluster kind {kind!r}{hint} (known: local, address)")
+        raise ConfigError(
+            f"{label}: field 'kind': unknown cluster kind {str(kind)[:60]!r}{hint} (known: {', '.join(CLUSTER_KINDS)})"
+        )
     return validate(CLUSTER_KINDS[kind], data, label)  # type: ignore[return-value]

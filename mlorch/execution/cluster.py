@@ -22,12 +22,30 @@ from mlorch.execution.gpus import detect_gpus
 from mlorch.execution.logs import subscribe_task_logs
 from mlorch.log import get_logger
 
-__all__ = ["ClusterHandle", "PROVIDERS", "active_cluster", "default_cluster", "start_local", "connect"]
+__all__ = [
+    "ClusterHandle",
+    "PROVIDERS",
+    "QUIET_ENV",
+    "WorkerOffer",
+    "active_cluster",
+    "connect",
+    "default_cluster",
+    "ready",
+    "start_local",
+]
 
 log = get_logger("mlorch.cluster")
 
 # Environment for every process mlorch starts: nothing phones home.
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+@dataclass(frozen=True)
+class WorkerOffer:
+    """What one worker brings: thread slots and declared resources (``{"GPU": 1}``)."""
+
+    nthreads: int
+    resources: dict[str, float]
 
 
 @dataclass
@@ -53,6 +71,19 @@ class ClusterHandle:
 
     def worker_resources(self) -> list[dict[str, float]]:
         return [dict(w.get("resources") or {}) for w in self.client.scheduler_info(n_workers=-1)["workers"].values()]
+
+    def offers(self) -> list[WorkerOffer]:
+        """The workers this cluster can have: the ones running here; a batch cluster's at full size."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        return [WorkerOffer(int(w.get("nthreads", 1)), {k: float(v) for k, v in (w.get("resources") or {}).items()}) for w in workers]
+
+    def want(self, owner: str, workers: int | None) -> None:
+        """``owner`` (a sweep, a flow run) can use ``workers`` workers now (-1: all it may have;
+        None: none any more). Batch clusters scale to it; fixed clusters ignore it."""
+
+    def status_line(self) -> str | None:
+        """A short state of the cluster's batch jobs for progress displays (None: nothing to say)."""
+        return None
 
     def close(self) -> None:
         _deactivate(self)
@@ -132,7 +163,7 @@ def start_local(
             client.close()
         cluster.close()
         raise ClusterError(f"local cluster workers did not start: {type(exc).__name__}: {exc}") from exc
-    return _ready(ClusterHandle(client=client, kind="local", cluster=cluster, gpu_ids=gpu_ids))
+    return ready(ClusterHandle(client=client, kind="local", cluster=cluster, gpu_ids=gpu_ids))
 
 
 def connect(address: str, timeout: float = 30) -> ClusterHandle:
@@ -142,10 +173,10 @@ def connect(address: str, timeout: float = 30) -> ClusterHandle:
         client = Client(address, timeout=timeout, set_as_default=False)
     except Exception as exc:
         raise ClusterError(f"could not reach the scheduler at {address!r}: {type(exc).__name__}: {exc}") from exc
-    return _ready(ClusterHandle(client=client, kind="address", owns_cluster=False))
+    return ready(ClusterHandle(client=client, kind="address", owns_cluster=False))
 
 
-def _ready(handle: ClusterHandle) -> ClusterHandle:
+def ready(handle: ClusterHandle) -> ClusterHandle:
     try:
         subscribe_task_logs(handle.client)
     except BaseException:

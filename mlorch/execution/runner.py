@@ -18,7 +18,7 @@ from distributed import Client, Future, as_completed
 from mlorch.core.flow import Flow, set_runner
 from mlorch.core.trace import Ref, Trace, collect_refs, substitute
 from mlorch.errors import ResourceUnavailableError
-from mlorch.execution.cluster import ClusterHandle, active_cluster, default_cluster
+from mlorch.execution.cluster import ClusterHandle, WorkerOffer, active_cluster, default_cluster
 from mlorch.log import get_logger
 from mlorch.project import cache_dir as default_cache_dir
 
@@ -59,10 +59,11 @@ def add_run_hook(factory: Callable[[FlowRun], RunHook | None]) -> None:
 class DistributedBackend:
     """Submits parts of a trace to a Client and keeps their futures for the run."""
 
-    def __init__(self, client: Client):
+    def __init__(self, client: Client, offers: Callable[[], list[WorkerOffer]] | None = None):
         self.client = client
         self.futures: dict[str, Future] = {}
         self._offers: list[dict[str, float]] | None = None
+        self._offer_source = offers
 
     def compute(self, trace: Trace, keys: list[str]) -> list[Any]:
         """Values for ``keys`` mid-trace; their ancestors stay held, since the rest of the flow may reuse them."""
@@ -87,8 +88,11 @@ class DistributedBackend:
             return
         for attempt in (0, 1):
             if self._offers is None or attempt:
-                info = self.client.scheduler_info(n_workers=-1)["workers"]
-                self._offers = [dict(w.get("resources") or {}) for w in info.values()]
+                if self._offer_source is not None:
+                    self._offers = [dict(o.resources) for o in self._offer_source()]
+                else:
+                    info = self.client.scheduler_info(n_workers=-1)["workers"]
+                    self._offers = [dict(w.get("resources") or {}) for w in info.values()]
             unmet = {req: name for req, name in requests.items() if not any(_meets(o, req) for o in self._offers)}
             if not unmet:
                 return
@@ -132,7 +136,11 @@ def run_flow(
     run = FlowRun(flow=flow, params=flow.bind(args, kwargs), cluster=handle, info=dict(info or {}))
     hooks = [h for h in (factory(run) for factory in _hooks) if h is not None] + list(extra_hooks or [])
     started: list[RunHook] = []
-    backend = backend or DistributedBackend(handle.client)
+    owner = None
+    if backend is None:  # a run of its own (a sweep's trials share the sweep's demand)
+        backend = DistributedBackend(handle.client, offers=handle.offers)
+        owner = f"flow-{run.run_id}"
+        handle.want(owner, -1)
     result: Any = None
     error: BaseException | None = None
     try:
@@ -169,6 +177,8 @@ def run_flow(
         raise
     finally:
         backend.release()
+        if owner is not None:
+            handle.want(owner, None)
         _end_hooks(started, run, result, error)
 
 

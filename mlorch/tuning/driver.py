@@ -140,21 +140,40 @@ class SweepDriver:
         self._zombies: list[int] = []
         self._deferred: list[TrialRecord] = []
         self.finished = 0
+        self._owner = f"sweep-{plan.name}-{uuid.uuid4().hex[:6]}"
         self._slots, self._totals = self._cluster_capacity()
         self._check_resources()
 
     # -- capacity -------------------------------------------------------------------
     def _cluster_capacity(self) -> tuple[int, dict[str, float]]:
-        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
-        slots = sum(int(w.get("nthreads", 1)) for w in workers) or 1
+        self._offers = self.handle.offers()  # a batch cluster's at full size: its jobs come on demand
+        slots = sum(o.nthreads for o in self._offers) or 1
         totals: dict[str, float] = {}
-        for w in workers:
-            for name, amount in (w.get("resources") or {}).items():
+        for offer in self._offers:
+            for name, amount in offer.resources.items():
                 totals[name] = totals.get(name, 0.0) + float(amount)
         return slots, totals
 
+    def _workers_wanted(self) -> int:
+        """Workers the trials still to run can use at once (what a batch cluster scales to)."""
+        left = self.plan.n_trials - self.finished
+        if self.stopping or left <= 0:
+            return len(self.inflight)
+        at_once = min(left, self.plan.max_concurrency or left)
+        if self.plan.kind == "flow" and self.plan.resources is None and self._learned is None:
+            at_once = 1
+        request = self.plan.resources if self.plan.resources is not None else (self._learned or {})
+        offer = self._offers[0] if self._offers else None
+        if offer is None:
+            return at_once
+        per_worker = float(max(offer.nthreads, 1))
+        for name, amount in request.items():
+            if amount > 0 and name in offer.resources:
+                per_worker = min(per_worker, math.floor(offer.resources[name] / amount + 1e-9))
+        return max(1, math.ceil(max(at_once, len(self.inflight)) / max(per_worker, 1)))
+
     def _check_resources(self) -> None:
-        offers = [dict(w.get("resources") or {}) for w in self.client.scheduler_info(n_workers=-1)["workers"].values()]
+        offers = [dict(o.resources) for o in self._offers]
         for name, amount in (self.plan.resources or {}).items():
             if not any(o.get(name, 0) >= amount for o in offers):
                 have = sorted({f"{k}={v:g}" for o in offers for k, v in o.items()}) or ["none"]
@@ -210,6 +229,7 @@ class SweepDriver:
                 pass
             self._await_deferred(timeout=30.0)
             self.pool.release_all()
+            self.handle.want(self._owner, None)
             self.clear_zombies()
             for rec in self._deferred:  # threads still stuck in a task: end their runs anyway
                 self._end_deferred(rec)
@@ -224,6 +244,7 @@ class SweepDriver:
             ):
                 self._start_trial()
             self.max_in_flight = max(self.max_in_flight, len(self.inflight))
+            self.handle.want(self._owner, self._workers_wanted())
             if not self.inflight:
                 return
             try:
@@ -256,7 +277,7 @@ class SweepDriver:
         self.inflight[trial.number] = rec
         body = self._flow_trial if self.plan.kind == "flow" else self._objective_trial
         if self.plan.kind == "flow":
-            rec.backend = TrialBackend(self.client, self.pool, trial.number)
+            rec.backend = TrialBackend(self.client, self.pool, trial.number, offers=self.handle.offers)
             self.pool.trial_started(trial.number)
         thread = threading.Thread(target=body, args=(rec,), name=f"mlorch-trial-{trial.number}", daemon=True)
         thread.start()

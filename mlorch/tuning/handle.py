@@ -64,6 +64,9 @@ class Sweep:
 
                 self._bar = tqdm(total=self.plan.n_trials, initial=initial, desc=f"sweep {self.name}", unit="trial")
                 self._update_bar(None)
+                scaler = getattr(self._driver.handle, "scaler", None)
+                if scaler is not None:  # a batch cluster: show its jobs as the queue changes
+                    scaler.on_queue(lambda _text: self._bar is not None and self._bar.set_postfix(self._postfix(), refresh=True))
             if not wait:
                 self._thread = threading.Thread(target=self._run, name=f"mlorch-sweep-{self.name}", daemon=True)
                 self._thread.start()
@@ -100,11 +103,17 @@ class Sweep:
                 minimize = self.plan.directions[0] == "minimize"
                 if self._best is None or (frozen.value < self._best if minimize else frozen.value > self._best):
                     self._best = float(frozen.value)
+        self._bar.set_postfix(self._postfix(), refresh=True)
+
+    def _postfix(self) -> dict[str, Any]:
         postfix: dict[str, Any] = {}
         if self._best is not None:
             postfix["best"] = f"{self._best:.4g}"
         postfix.update({state.name.lower(): n for state, n in self._tally.items() if n})
-        self._bar.set_postfix(postfix, refresh=True)
+        jobs = self._driver.handle.status_line()
+        if jobs:
+            postfix["jobs"] = jobs
+        return postfix
 
     def _close_bar(self) -> None:
         if self._bar is not None:

@@ -27,6 +27,7 @@ from typing import Callable
 from distributed import Client, Future
 
 from mlorch.core.trace import Trace
+from mlorch.execution.cluster import WorkerOffer
 from mlorch.execution.runner import DistributedBackend
 
 __all__ = ["KeyPool", "TrialBackend"]
@@ -124,8 +125,8 @@ class KeyPool:
 class TrialBackend(DistributedBackend):
     """A flow run's backend that holds every key it submits in the sweep's pool."""
 
-    def __init__(self, client: Client, pool: KeyPool, trial: int):
-        super().__init__(client)
+    def __init__(self, client: Client, pool: KeyPool, trial: int, offers: Callable[[], list[WorkerOffer]] | None = None):
+        super().__init__(client, offers=offers)
         self.pool = pool
         self.trial = trial
         self._offers = pool.offers

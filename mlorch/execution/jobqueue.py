@@ -1,0 +1,516 @@
+"""HPC clusters through dask-jobqueue (SLURM first; PBS, SGE, LSF, HTCondor, OAR by the same path).
+
+dask-jobqueue writes and submits the job scripts; mlorch adds what its users otherwise do by hand:
+
+- **GPUs.** ``gpus_per_job: N`` asks SLURM for ``--gres=gpu:N`` and runs N worker processes per
+  job, each pinned by a nanny preload (:mod:`mlorch.execution.gpu_pin`) to one device SLURM
+  assigned, with ``resources={"GPU": 1}``.
+- **TLS by default.** ``Security.temporary()`` credentials made for this cluster; the files jobs
+  must read go to a private 0700 folder under ``~/.mlorch/jobqueue`` (never the project folder),
+  removed when the cluster closes. The dashboard binds 127.0.0.1 unless configured.
+- **Walltime.** Workers leave gracefully ``leave_before_walltime`` before their job ends
+  (distributed's worker lifetime, with stagger); the scaler submits replacement jobs.
+- **Scaling by demand.** :class:`JobScaler` keeps ``scale(jobs=n)`` at what the running sweep or
+  flow can use, within ``jobs.min``/``jobs.max``, releasing idle jobs first. It also reads the
+  queue (``squeue``), so progress displays show running/pending jobs and SLURM's pending reason.
+- **Losing a job is not a failure.** A worker lost with its job (scancel, preemption) does not
+  count toward distributed's ``allowed-failures`` for the task it ran
+  (:class:`BatchAwareScheduler`); a worker process that dies while its job lives (a segfault, an
+  out-of-memory kill) still counts, so such a trial fails after a bounded number of attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import dask
+from distributed import Client, Scheduler
+from distributed.core import Status
+
+from mlorch.errors import ClusterError, ConfigError
+from mlorch.execution.cluster import QUIET_ENV, ClusterHandle, WorkerOffer, ready
+from mlorch.log import get_logger
+
+__all__ = [
+    "LOST_TOPIC",
+    "BatchAwareScheduler", "JobScaler", "JobqueueHandle", "JobqueueSpec", "job_script", "start_jobqueue"]
+
+log = get_logger("mlorch.cluster")
+
+CLASSES = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+    "htcondor": "HTCondorCluster",
+    "oar": "OARCluster",
+}
+SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub", "sge": "qsub", "lsf": "bsub", "htcondor": "condor_submit", "oar": "oarsub"}
+# Fields of the mlorch config that map onto dask-jobqueue keywords of the same name.
+MAPPED = ("queue", "account", "walltime", "cores", "memory", "job_name", "interface", "local_directory")
+# Keywords mlorch sets itself: passing them under `jobqueue:` would silently fight with a field.
+OWNED = {
+    "processes": "processes",
+    "job_extra_directives": "job_extra_directives",
+    "scheduler_options": "scheduler_options",
+    "security": "security",
+    "shared_temp_directory": "security",
+    "protocol": "security",
+    "log_directory": "log_directory",
+    "n_workers": "jobs",
+    "scheduler_cls": "(set by mlorch)",
+    "dashboard_address": "dashboard_address",
+}
+# SLURM's words for a job that is going away (squeue %T): its workers are lost to the batch system.
+ENDING_STATES = {"CANCELLED", "COMPLETING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+SCALE_INTERVAL = 0.5  # seconds between two looks at demand (distributed's adapt uses 1 s)
+LOST_TOPIC = "mlorch-worker-lost"  # scheduler event: a worker left with its job while running tasks
+QUEUE_INTERVAL = 5.0  # seconds between two reads of the batch queue for the progress display
+
+
+@dataclass(frozen=True)
+class JobqueueSpec:
+    """A validated jobqueue cluster config as plain values (``mlorch.app`` builds it)."""
+
+    kind: str
+    fields: dict[str, Any]  # MAPPED fields as given (None: dask-jobqueue's default)
+    processes: int
+    gpus_per_job: int
+    jobs_min: int
+    jobs_max: int
+    walltime_s: int
+    margin_s: float | None
+    job_extra_directives: list[str] = field(default_factory=list)
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
+    dashboard_address: str = "127.0.0.1:8787"
+    security: bool = True
+    log_directory: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    passthrough: dict[str, Any] = field(default_factory=dict)
+    source: str = "cluster options"
+
+    @property
+    def threads_per_worker(self) -> int:
+        return max(int(self.fields.get("cores") or 1) // self.processes, 1)
+
+    @property
+    def worker_resources(self) -> dict[str, float]:
+        return {"GPU": 1.0} if self.gpus_per_job else {}
+
+
+def cluster_class(kind: str) -> type:
+    """dask-jobqueue's cluster class for ``kind`` (a ClusterError if the extra is not installed)."""
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise ClusterError(
+            f"kind '{kind}' needs dask-jobqueue: pip install 'mlorch[hpc]' (or pip install dask-jobqueue)"
+        ) from None
+    return getattr(dask_jobqueue, CLASSES[kind])
+
+
+def _accepted(cls: type) -> set[str]:
+    """Keywords a jobqueue cluster accepts: its own, its job class's, and the shared Job ones."""
+    from dask_jobqueue.core import Job, JobQueueCluster
+
+    names: set[str] = set()
+    for fn in (cls.__init__, cls.job_cls.__init__, Job.__init__, JobQueueCluster.__init__):
+        names.update(p for p, v in inspect.signature(fn).parameters.items() if v.kind is v.KEYWORD_ONLY or v.kind is v.POSITIONAL_OR_KEYWORD)
+    return names - {"self", "args", "kwargs", "loop", "asynchronous", "scheduler", "name"}
+
+
+def cluster_kwargs(spec: JobqueueSpec, cls: type, *, credentials_dir: str | None) -> dict[str, Any]:
+    """Keyword arguments for dask-jobqueue's cluster class; every field checked against it first."""
+    import difflib
+
+    accepted = _accepted(cls)
+    kwargs: dict[str, Any] = {}
+    for name in MAPPED:
+        value = spec.fields.get(name)
+        if value is None:
+            continue
+        if name not in accepted:
+            raise ConfigError(f"{spec.source}: field '{name}' is not supported by kind '{spec.kind}' ({cls.__name__})")
+        kwargs[name] = value
+    for name, value in spec.passthrough.items():
+        if name in OWNED:
+            raise ConfigError(f"{spec.source}: field 'jobqueue.{name}': set it with mlorch's field '{OWNED[name]}' instead")
+        if name in MAPPED:
+            raise ConfigError(f"{spec.source}: field 'jobqueue.{name}': set it with mlorch's field '{name}' instead")
+        if name not in accepted:
+            close = difflib.get_close_matches(name, sorted(accepted - set(OWNED)), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{spec.source}: field 'jobqueue.{name}' is not a keyword of {cls.__name__}{hint}")
+        kwargs[name] = value
+    directives = list(spec.job_extra_directives)
+    worker_args = list(kwargs.pop("worker_extra_args", []) or [])
+    prologue = [f"export {k}={shlex.quote(v)}" for k, v in {**QUIET_ENV, **spec.env}.items()]
+    prologue += list(kwargs.pop("job_script_prologue", []) or [])  # the user's lines run after mlorch's
+    if spec.gpus_per_job:
+        directives.append(f"--gres=gpu:{spec.gpus_per_job}")
+        worker_args += ["--resources", "GPU=1", "--preload-nanny", "mlorch.execution.gpu_pin"]
+        prologue.append(f"export MLORCH_WORKERS_PER_JOB={spec.processes}")
+    if spec.margin_s is not None:
+        lifetime = max(spec.walltime_s - spec.margin_s, 1.0)
+        stagger = min(spec.margin_s / 4, lifetime / 4)
+        worker_args += ["--lifetime", f"{lifetime:.0f}s", "--lifetime-stagger", f"{stagger:.0f}s"]
+    kwargs.update(
+        processes=spec.processes,
+        job_extra_directives=directives,
+        worker_extra_args=worker_args,
+        job_script_prologue=prologue,
+        log_directory=spec.log_directory,
+        scheduler_options={"dashboard_address": spec.dashboard_address, **spec.scheduler_options},
+        scheduler_cls=BatchAwareScheduler,
+        name=spec.fields.get("job_name") or "mlorch",  # worker names: <job_name>-<n>[-<i>]
+    )
+    if spec.security:
+        from distributed import Security
+
+        kwargs["security"] = Security.temporary()
+        kwargs["shared_temp_directory"] = credentials_dir
+    return kwargs
+
+
+def job_script(spec: JobqueueSpec) -> str:
+    """The job script a cluster of ``spec`` would submit (no scheduler is started)."""
+    cls = cluster_class(spec.kind)
+    kwargs = cluster_kwargs(spec, cls, credentials_dir=None)
+    for name in ("scheduler_options", "scheduler_cls", "shared_temp_directory", "dashboard_address", "name"):
+        kwargs.pop(name, None)
+    protocol = "tcp://"
+    if kwargs.pop("security", None) is not None:
+        from distributed import Security
+
+        folder = "~/.mlorch/jobqueue/<cluster-id>"
+        kwargs["security"] = Security(
+            tls_ca_file=f"{folder}/ca.pem", tls_worker_cert=f"{folder}/worker.pem", tls_worker_key=f"{folder}/worker.key", require_encryption=True
+        )
+        protocol = kwargs["protocol"] = "tls://"
+    if kwargs.get("log_directory"):
+        kwargs["log_directory"] = None  # a preview creates nothing; the real cluster adds the -e/-o lines
+    try:
+        job = cls.job_cls(f"{protocol}<scheduler-address>:<port>", name=f"{spec.fields.get('job_name') or 'mlorch'}-<n>", **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{spec.source}: dask-jobqueue refused these settings: {exc}") from None
+    script = job.job_script()
+    if spec.log_directory:
+        script = script.rstrip("\n") + f"\n# job logs: {spec.log_directory}\n"
+    return script
+
+
+def _private_dir() -> Path:
+    """A fresh 0700 folder for this cluster's TLS files, outside the project folder."""
+    root = Path.home() / ".mlorch" / "jobqueue"
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root.parent, 0o700)
+    os.chmod(root, 0o700)
+    return Path(tempfile.mkdtemp(prefix="cluster-", dir=root))
+
+
+class BatchAwareScheduler(Scheduler):
+    """A scheduler that tells a worker lost with its batch job from a worker that crashed.
+
+    distributed counts every unexpected worker loss against the task it ran and fails
+    the task after ``allowed-failures`` losses (``KilledWorker``). On a batch system
+    most losses are the queue's doing (scancel, preemption, walltime), so before the
+    loss is counted, ``job_ending(worker_name)`` is asked (up to ~2 s, while the job
+    leaves the queue); if the job is ending, the loss is recorded as expected.
+    """
+
+    job_ending: Callable[[str], bool] | None = None
+
+    async def remove_worker(self, address: str, *, stimulus_id: str, expected: bool = False, close: bool = True) -> Any:
+        ws = self.workers.get(self.coerce_address(address)) if self.status not in (Status.closing, Status.closed) else None
+        if ws is not None and not expected and self.job_ending is not None and ws.processing:
+            keys = [str(ts.key) for ts in ws.processing]
+            deadline = time.monotonic() + 2.0
+            name = str(ws.name)
+            while True:
+                ending = await asyncio.to_thread(self.job_ending, name)
+                if ending or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.25)
+            if ending:
+                expected = True
+                log.info("worker %s left with its batch job; its task(s) run again elsewhere: %s", name, ", ".join(keys))
+                self.log_event(LOST_TOPIC, {"worker": name, "keys": keys})
+        return await super().remove_worker(address, stimulus_id=stimulus_id, expected=expected, close=close)
+
+
+@dataclass
+class QueueState:
+    """What the batch system says about this cluster's jobs."""
+
+    running: int = 0
+    pending: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        text = f"jobs {self.running} running, {self.pending} pending"
+        if self.reasons:
+            text += " (" + ", ".join(f"{r}" if n == 1 else f"{r} x{n}" for r, n in sorted(self.reasons.items())) + ")"
+        return text
+
+
+def read_queue(kind: str, job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
+    """``{job_id: (state, reason)}`` from the batch system, or None if it cannot be read."""
+    if kind != "slurm" or not job_ids:
+        return {} if job_ids == [] else None
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    states: dict[str, tuple[str, str]] = {}
+    for line in out.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            states[parts[0]] = (parts[1], parts[2])
+    if out.returncode != 0 and not states and "Invalid job id" not in out.stderr:
+        return None
+    return states
+
+
+class JobScaler:
+    """Keeps the number of jobs at what the current work can use (see the module docstring).
+
+    Demands are named (``want("sweep", workers)``), so a sweep and a flow run outside it
+    do not overwrite each other; the target is the largest, in jobs, within the bounds.
+    """
+
+    def __init__(self, handle: JobqueueHandle):
+        self.handle = handle
+        self._demands: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._queue = QueueState()
+        self._queue_read = 0.0
+        self._listeners: list[Callable[[str], None]] = []
+        self._thread = threading.Thread(target=self._loop, name="mlorch-job-scaler", daemon=True)
+        self._thread.start()
+
+    def want(self, owner: str, workers: int | None) -> None:
+        """``owner`` can use ``workers`` workers now (-1: as many as allowed; None or 0: none any more)."""
+        if workers is not None and workers < 0:
+            workers = self.handle.spec.jobs_max * self.handle.spec.processes
+        before = self.target_jobs()
+        with self._lock:
+            if workers:
+                self._demands[owner] = workers
+            else:
+                self._demands.pop(owner, None)
+        if self.target_jobs() != before:
+            self.apply()
+
+    def target_jobs(self) -> int:
+        spec = self.handle.spec
+        with self._lock:
+            workers = max(self._demands.values(), default=0)
+        return min(max(math.ceil(workers / spec.processes), spec.jobs_min), spec.jobs_max)
+
+    def apply(self) -> None:
+        """Scale to the target now: up by submitting, down by releasing idle jobs first."""
+        cluster = self.handle.cluster
+        if cluster is None or cluster.status.name in ("closing", "closed"):
+            return
+        target = self.target_jobs()
+        specs = cluster.worker_spec
+        if len(specs) > target:
+            busy = self.handle.busy_jobs()
+            idle = [name for name in specs if name not in busy]
+            for name in reversed(idle[: len(specs) - target]):
+                del specs[name]
+            # Busy jobs are kept until their work is done: releasing one would cost a trial.
+            cluster.loop.add_callback(cluster._correct_state)
+        elif len(specs) < target:
+            cluster.scale(jobs=target)
+        else:
+            cluster.loop.add_callback(cluster._correct_state)  # resubmit a job lost to scancel or walltime
+
+    def on_queue(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def queue(self) -> QueueState:
+        return self._queue
+
+    def _loop(self) -> None:
+        while not self._stop.wait(SCALE_INTERVAL):
+            try:
+                self.apply()
+                if time.monotonic() - self._queue_read >= QUEUE_INTERVAL:
+                    self._read_queue()
+            except Exception as exc:  # a scaler that dies would leave the sweep without workers
+                log.debug("job scaler: %s", exc)
+
+    def _read_queue(self) -> None:
+        self._queue_read = time.monotonic()
+        states = read_queue(self.handle.spec.kind, self.handle.job_ids())
+        if states is None:
+            return
+        queue = QueueState()
+        for state, reason in states.values():
+            if state == "RUNNING":
+                queue.running += 1
+            elif state == "PENDING":
+                queue.pending += 1
+                if reason and reason != "None":
+                    queue.reasons[reason] = queue.reasons.get(reason, 0) + 1
+        changed = queue.describe() != self._queue.describe()
+        self._queue = queue
+        if changed:
+            if queue.pending and queue.reasons:
+                log.info("%s cluster: %s", self.handle.kind, queue.describe())
+            for listener in list(self._listeners):
+                listener(queue.describe())
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+
+@dataclass
+class JobqueueHandle(ClusterHandle):
+    """A dask-jobqueue cluster: capacity comes from the config, jobs come and go with demand."""
+
+    spec: JobqueueSpec | None = None
+    scaler: JobScaler | None = None
+    credentials_dir: Path | None = None
+
+    def offers(self) -> list[WorkerOffer]:
+        assert self.spec is not None
+        one = WorkerOffer(nthreads=self.spec.threads_per_worker, resources=self.spec.worker_resources)
+        return [one] * (self.spec.jobs_max * self.spec.processes)
+
+    def want(self, owner: str, workers: int | None) -> None:
+        if self.scaler is not None:
+            self.scaler.want(owner, workers)
+
+    def status_line(self) -> str | None:
+        return self.scaler.queue.describe() if self.scaler is not None else None
+
+    def job_ids(self) -> list[str]:
+        jobs = getattr(self.cluster, "workers", {}) or {}
+        return [str(j.job_id) for j in list(jobs.values()) if getattr(j, "job_id", None)]
+
+    def busy_jobs(self) -> set[str]:
+        """Names of the jobs whose workers have tasks now."""
+        try:
+            processing = self.client.processing()
+            workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        except Exception:
+            return set(getattr(self.cluster, "worker_spec", {}))  # unknown: keep everything
+        busy: set[str] = set()
+        for address, keys in processing.items():
+            if keys and address in workers:
+                busy.add(self.job_of(str(workers[address].get("name", ""))))
+        return busy
+
+    def job_of(self, worker_name: str) -> str:
+        """The job a worker belongs to (``mlorch-3-1`` is worker 1 of job ``mlorch-3``)."""
+        assert self.spec is not None
+        return worker_name.rsplit("-", 1)[0] if self.spec.processes > 1 else worker_name
+
+    def job_ending(self, worker_name: str) -> bool:
+        """True when the batch system is ending (or has ended) the job of ``worker_name``."""
+        jobs = getattr(self.cluster, "workers", {}) or {}
+        job = jobs.get(self.job_of(worker_name))
+        job_id = getattr(job, "job_id", None)
+        if job_id is None:
+            return True  # the cluster already forgot the job: it is gone
+        states = read_queue(self.spec.kind if self.spec else "", [str(job_id)])
+        if states is None:
+            return False  # cannot tell: count it, as distributed would
+        state = states.get(str(job_id), ("GONE", ""))[0]
+        return state != "RUNNING" and (state in ENDING_STATES or state == "GONE")
+
+    def close(self) -> None:
+        if self.scaler is not None:
+            self.scaler.close()
+        try:
+            super().close()
+        finally:
+            if self.credentials_dir is not None:
+                shutil.rmtree(self.credentials_dir, ignore_errors=True)
+
+
+def start_jobqueue(spec: JobqueueSpec) -> JobqueueHandle:
+    """Start a dask-jobqueue cluster with no jobs; demand (sweeps, flows) brings them."""
+    cls = cluster_class(spec.kind)
+    submit = SUBMIT_COMMANDS[spec.kind]
+    if shutil.which(submit) is None:
+        raise ClusterError(f"kind '{spec.kind}': the command '{submit}' is not on PATH; run mlorch on a login node of the cluster")
+    os.environ.update(QUIET_ENV)
+    if spec.log_directory:
+        Path(spec.log_directory).mkdir(parents=True, exist_ok=True)
+    credentials = _private_dir() if spec.security else None
+    kwargs = cluster_kwargs(spec, cls, credentials_dir=str(credentials) if credentials else None)
+    _preflight(spec, cls, kwargs)
+    # A job lost to scancel or walltime is forgotten after this long, so the scaler can replace it.
+    dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"})
+    try:
+        cluster = cls(**kwargs)
+    except Exception as exc:
+        if credentials is not None:
+            shutil.rmtree(credentials, ignore_errors=True)
+        raise ClusterError(f"could not start a {spec.kind} cluster: {type(exc).__name__}: {exc}") from exc
+    client: Client | None = None
+    try:
+        client = Client(cluster, set_as_default=False)
+        handle = JobqueueHandle(client=client, kind=spec.kind, cluster=cluster, spec=spec, credentials_dir=credentials)
+        scheduler = cluster.scheduler
+        scheduler.job_ending = handle.job_ending
+        handle.scaler = JobScaler(handle)
+        if spec.jobs_min:
+            handle.scaler.apply()
+        return ready(handle)
+    except BaseException:
+        if client is not None:
+            client.close()
+        cluster.close()
+        if credentials is not None:
+            shutil.rmtree(credentials, ignore_errors=True)
+        raise
+
+
+def _preflight(spec: JobqueueSpec, cls: type, kwargs: dict[str, Any]) -> None:
+    """Ask SLURM whether one job could ever run (``sbatch --test-only``): a bad request fails now, not never."""
+    if spec.kind != "slurm":
+        return
+    skip = ("scheduler_options", "scheduler_cls", "security", "shared_temp_directory", "name")
+    probe = {k: v for k, v in kwargs.items() if k not in skip}
+    probe["log_directory"] = None
+    try:
+        script = cls.job_cls("tcp://127.0.0.1:1", name=f"mlorch-preflight-{uuid.uuid4().hex[:6]}", **probe).job_script()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{spec.source}: dask-jobqueue refused these settings: {exc}") from None
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as fh:
+        fh.write(script)
+    try:
+        out = subprocess.run(["sbatch", "--test-only", fh.name], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ClusterError(f"kind 'slurm': sbatch --test-only failed to run: {exc}") from None
+    finally:
+        os.unlink(fh.name)
+    if out.returncode != 0:
+        message = (out.stderr or out.stdout).strip().splitlines()
+        reason = message[-1] if message else f"exit code {out.returncode}"
+        field = "gpus_per_job" if "gres" in reason.lower() or ("node configuration" in reason and spec.gpus_per_job) else None
+        named = f"field '{field}' ({spec.gpus_per_job}) or the job's size" if field else "the job's settings (queue, account, walltime, cores, memory)"
+        raise ConfigError(f"{spec.source}: SLURM would never run a job with {named}: {reason}")
