@@ -135,3 +135,15 @@ def test_gpu_pinning_picks_the_worker_s_own_device():
     assert device_for("mlorch-3-1", "4,7", 2) == "7"
     assert device_for("mlorch-3", "5", 1) == "5"
     assert device_for("mlorch-3", "", 1) is None
+
+
+def test_loading_dask_jobqueue_keeps_ctrl_c_an_interrupt():
+    code = (
+        "import signal, sys\n"
+        "from mlorch.execution.jobqueue import cluster_class\n"
+        "cluster_class('slurm')\n"
+        "assert 'dask_jobqueue.runner' in sys.modules\n"
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr

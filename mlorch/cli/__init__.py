@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from typing import Sequence
 
@@ -27,15 +28,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``scancel`` of a driver job): unwound like Ctrl-C, so clusters, jobs and runs are closed."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = importlib.import_module(COMMANDS[args.command])
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(command.main(args) or 0)
     except MlorchError as exc:
         print(f"mlorch: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("mlorch: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("mlorch: interrupted", file=sys.stderr)
         return 130

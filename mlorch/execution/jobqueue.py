@@ -27,6 +27,7 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -36,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import dask
 from distributed import Client, Scheduler
 from distributed.core import Status
 
@@ -77,6 +77,7 @@ OWNED = {
 # SLURM's words for a job that is going away (squeue %T): its workers are lost to the batch system.
 ENDING_STATES = {"CANCELLED", "COMPLETING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 SCALE_INTERVAL = 0.5  # seconds between two looks at demand (distributed's adapt uses 1 s)
+ENDED_INTERVAL = 2.0  # seconds between two looks for jobs the batch system ended (they are replaced)
 LOST_TOPIC = "mlorch-worker-lost"  # scheduler event: a worker left with its job while running tasks
 QUEUE_INTERVAL = 5.0  # seconds between two reads of the batch queue for the progress display
 
@@ -113,12 +114,19 @@ class JobqueueSpec:
 
 def cluster_class(kind: str) -> type:
     """dask-jobqueue's cluster class for ``kind`` (a ClusterError if the extra is not installed)."""
+    # NOTE: importing dask_jobqueue (0.9.0) runs ``signal.signal(SIGINT, lambda *_: sys.exit())``
+    # in dask_jobqueue/runner.py, which turns Ctrl-C into a silent exit code 0 anywhere in the
+    # process. The caller's handler is put back (tests/test_hpc_config.py checks it).
+    previous = signal.getsignal(signal.SIGINT)
     try:
         import dask_jobqueue
     except ImportError:
         raise ClusterError(
             f"kind '{kind}' needs dask-jobqueue: pip install 'mlorch[hpc]' (or pip install dask-jobqueue)"
         ) from None
+    finally:
+        if threading.current_thread() is threading.main_thread() and previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return getattr(dask_jobqueue, CLASSES[kind])
 
 
@@ -300,6 +308,8 @@ class JobScaler:
         self._stop = threading.Event()
         self._queue = QueueState()
         self._queue_read = 0.0
+        self._ended_read = 0.0
+        self.job_ids: dict[str, str] = {}  # job name -> batch job id, kept after the job is gone
         self._listeners: list[Callable[[str], None]] = []
         self._thread = threading.Thread(target=self._loop, name="mlorch-job-scaler", daemon=True)
         self._thread.start()
@@ -353,10 +363,44 @@ class JobScaler:
         while not self._stop.wait(SCALE_INTERVAL):
             try:
                 self.apply()
+                if time.monotonic() - self._ended_read >= ENDED_INTERVAL:
+                    self._forget_ended()
                 if time.monotonic() - self._queue_read >= QUEUE_INTERVAL:
                     self._read_queue()
             except Exception as exc:  # a scaler that dies would leave the sweep without workers
                 log.debug("job scaler: %s", exc)
+
+    def _forget_ended(self) -> None:
+        """Drop jobs the batch system has ended (scancel, preemption, walltime) so they are replaced now.
+
+        distributed forgets a lost job only after ``lost-worker-timeout`` (15 s) without a
+        worker of that name; a worker restarted by its nanny must keep its job, so that
+        timeout stays, and the queue, which knows, decides here instead.
+        """
+        self._ended_read = time.monotonic()
+        cluster = self.handle.cluster
+        jobs = dict(getattr(cluster, "workers", {}) or {})
+        for name, job in jobs.items():
+            if getattr(job, "job_id", None):
+                self.job_ids[name] = str(job.job_id)
+        known = {name: self.job_ids[name] for name in jobs if name in self.job_ids}
+        if not known:
+            return
+        states = read_queue(self.handle.spec.kind, list(known.values()))
+        if states is None:
+            return
+        ended = [name for name, job_id in known.items() if states.get(job_id, ("GONE", ""))[0] in ENDING_STATES | {"GONE"}]
+        if ended:
+            cluster.loop.add_callback(self._drop_jobs, ended)
+
+    async def _drop_jobs(self, names: list[str]) -> None:
+        cluster = self.handle.cluster
+        for name in names:
+            job = cluster.workers.pop(name, None)
+            if job is not None:
+                log.info("%s job %s ended in the batch queue; a new one is submitted if work needs it", self.handle.kind, name)
+                await job.close()
+        await cluster._correct_state()
 
     def _read_queue(self) -> None:
         self._queue_read = time.monotonic()
@@ -429,11 +473,11 @@ class JobqueueHandle(ClusterHandle):
 
     def job_ending(self, worker_name: str) -> bool:
         """True when the batch system is ending (or has ended) the job of ``worker_name``."""
-        jobs = getattr(self.cluster, "workers", {}) or {}
-        job = jobs.get(self.job_of(worker_name))
-        job_id = getattr(job, "job_id", None)
+        name = self.job_of(worker_name)
+        job = (getattr(self.cluster, "workers", {}) or {}).get(name)
+        job_id = getattr(job, "job_id", None) or (self.scaler.job_ids.get(name) if self.scaler else None)
         if job_id is None:
-            return True  # the cluster already forgot the job: it is gone
+            return False  # cannot tell: count it, as distributed would
         states = read_queue(self.spec.kind if self.spec else "", [str(job_id)])
         if states is None:
             return False  # cannot tell: count it, as distributed would
@@ -462,8 +506,6 @@ def start_jobqueue(spec: JobqueueSpec) -> JobqueueHandle:
     credentials = _private_dir() if spec.security else None
     kwargs = cluster_kwargs(spec, cls, credentials_dir=str(credentials) if credentials else None)
     _preflight(spec, cls, kwargs)
-    # A job lost to scancel or walltime is forgotten after this long, so the scaler can replace it.
-    dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"})
     try:
         cluster = cls(**kwargs)
     except Exception as exc:

@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mlorch.errors import ConfigError, MlorchError, ResourceUnavailableError
 from mlorch.execution.cluster import ClusterHandle
+from mlorch.execution.jobqueue import LOST_TOPIC
 from mlorch.log import get_logger
 from mlorch.tuning.plan import Plan
 from mlorch.tuning.pool import KeyPool, TrialBackend
@@ -47,6 +48,7 @@ __all__ = ["SweepDriver", "finished_trials", "resume"]
 
 log = get_logger("mlorch.sweep")
 INTERRUPTED = "mlorch.interrupted"
+LOST_ATTR = "mlorch.lost_attempts"  # attempts of a trial whose worker left with its batch job
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -96,6 +98,7 @@ class TrialRecord:
     steps: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     tracked: bool = False
+    lost: int = 0
     deferred: tuple[FrozenTrial, str | None] | None = None
 
     @property
@@ -212,6 +215,7 @@ class SweepDriver:
     def run(self) -> None:
         topic = report_topic(self.plan.name)
         self.client.subscribe_topic(topic, lambda event: self.events.put(("report", event[1])))
+        self.client.subscribe_topic(LOST_TOPIC, lambda event: self.events.put(("lost", event[1])))
         if self.plan.kind == "flow":
             from mlorch.tuning.report import QuietPruning
 
@@ -223,10 +227,11 @@ class SweepDriver:
             self._abort(exc)
             raise
         finally:
-            try:
-                self.client.unsubscribe_topic(topic)
-            except Exception:
-                pass
+            for name in (topic, LOST_TOPIC):
+                try:
+                    self.client.unsubscribe_topic(name)
+                except Exception:
+                    pass
             self._await_deferred(timeout=30.0)
             self.pool.release_all()
             self.handle.want(self._owner, None)
@@ -259,6 +264,8 @@ class SweepDriver:
                 self._on_report(event[1])
             elif kind == "learned":
                 self._learned = dict(event[1])
+            elif kind == "lost":
+                self._on_lost(event[1])
             self._expire()
 
     def _wait_time(self) -> float | None:
@@ -464,6 +471,21 @@ class SweepDriver:
             log.info("sweep '%s': pruning trial %d at step %d", self.plan.name, rec.number, step)
             self._event(rec.number)
             rec.signalled = True
+
+    def _on_lost(self, msg: dict[str, Any]) -> None:
+        """A worker left with its batch job (scancel, preemption) while running these keys:
+        the trials they belong to run again; each keeps a count of attempts lost that way."""
+        keys = set(msg.get("keys") or ())
+        for rec in self.inflight.values():
+            own = set(rec.backend.futures) if rec.backend is not None else set()
+            if rec.future is not None:
+                own.add(str(rec.future.key))
+            if rec.closed or not own & keys:
+                continue
+            rec.lost += 1
+            self.study._storage.set_trial_user_attr(rec.trial._trial_id, LOST_ATTR, rec.lost)
+            log.info("sweep '%s': trial %d lost its worker to the batch system (%s); it runs again",
+                     self.plan.name, rec.number, msg.get("worker"))
 
     def _event(self, number: int, clear: bool = False) -> None:
         from distributed import Event

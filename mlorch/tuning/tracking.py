@@ -244,6 +244,8 @@ class SweepTracker(NullTracker):
                 tags["optuna.pruned_at_step"] = str(last)
         if frozen.user_attrs.get("mlorch.interrupted"):
             tags["mlorch.interrupted"] = "true"
+        if frozen.user_attrs.get("mlorch.lost_attempts"):  # attempts lost with a batch job, then run again
+            tags["mlorch.lost_attempts"] = str(frozen.user_attrs["mlorch.lost_attempts"])
         params = param_items(frozen.params) if self.define_by_run else {}
         if self.bulk is not None:
             if error:
