@@ -91,3 +91,15 @@ def test_gpu_detection_reads_cuda_visible_devices(monkeypatch):
     assert detect_gpus() == ["2", "3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert detect_gpus() == []
+
+
+def test_a_local_cluster_listens_on_loopback_only(no_tracking):
+    import psutil
+
+    with mo.cluster(n_workers=2, gpus=0) as handle:  # the default config, dashboard included
+        assert handle.dashboard_link and "127.0.0.1" in handle.dashboard_link
+        me = psutil.Process()
+        processes = [me, *me.children(recursive=True)]
+        listening = [c.laddr for p in processes for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert len(listening) >= 3  # scheduler, dashboard, workers and nannies
+    assert [a for a in listening if a.ip not in ("127.0.0.1", "::1")] == []

@@ -259,10 +259,14 @@ def test_a_sweep_outlives_the_job_walltime(tmp_path, job_name, test_log, store):
     started = time.monotonic()
     with mo.cluster(cfg):
         study = mo.sweep(hpc_flows.steady, space={"x": mo.uniform(0, 1), "seconds": 3.0}, metric="loss",
-                         n_trials=60, name=f"walltime-{job_name}", progress=False)
+                         n_trials=80, name=f"walltime-{job_name}", progress=False)
     elapsed = time.monotonic() - started
     trials = study.study.get_trials()
     assert elapsed > 2 * 60  # the sweep lasted several walltimes
-    assert len(trials) == 60 and {t.state.name for t in trials} == {"COMPLETE"}
+    assert len(trials) == 80 and {t.state.name for t in trials} == {"COMPLETE"}
     jobs = {r["job"] for r in records(test_log, "where")}
-    assert len(jobs) >= 5  # jobs came and went, replaced automatically
+    assert len(jobs) >= 4  # jobs came and went, replaced automatically
+    begun = [r["trial"] for r in records(test_log, "begin")]
+    # Once a trial's duration is known, none starts on a worker that would leave before it ends.
+    cut = sorted({t for t in begun if begun.count(t) > 1})
+    assert len(cut) <= 2, cut  # at most the first trials, run before any duration was known

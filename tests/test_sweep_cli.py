@@ -66,14 +66,19 @@ def test_cli_runs_then_resumes_by_name(tmp_path):
     env = {**os.environ, "MLORCH_HOME": str(tmp_path / "project"), "MLORCH_TRACKING": "off"}
 
     def run(*extra):
-        out = subprocess.run([sys.executable, "-m", "mlorch", "sweep", str(path), "--no-progress", *extra],
+        out = subprocess.run([sys.executable, "-m", "mlorch", "sweep", str(path), *extra],
                              env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert out.returncode == 0, out.stderr
+        run.stderr = out.stderr
         return json.loads(out.stdout[out.stdout.index("{"):])
 
     first = run()
     assert first["finished_trials"] == 3 and set(first["best_params"]) == {"lr", "depth", "n"}
-    second = run("--n-trials", "5")  # same name: the study goes on from 3 to 5
+    # Output to a pipe (a log file, a batch job): plain progress lines, not a redrawn bar.
+    progress = [line for line in run.stderr.splitlines() if line.startswith("sweep cli-tiny: ")]
+    assert "\r" not in run.stderr and 1 <= len(progress) <= 3
+    assert progress[-1].startswith("sweep cli-tiny: 3/3 trials, best=")
+    second = run("--n-trials", "5", "--no-progress")  # same name: the study goes on from 3 to 5
     assert second["finished_trials"] == 5
     journal = tmp_path / "project" / "optuna" / "journal.log"
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))

@@ -33,7 +33,7 @@ class LocalClusterConfig(_Strict):
     gpus: int | Literal["auto"] = Field(default="auto", description="'auto' detects; N declares N slots")
     gpu_threads: PositiveInt = 2
     memory_limit: str | float | None = "auto"
-    dashboard_address: str | None = ":8787"
+    dashboard_address: str | None = "127.0.0.1:8787"
     env: dict[str, str] = Field(default_factory=dict)
 
 

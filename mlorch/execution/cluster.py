@@ -85,6 +85,10 @@ class ClusterHandle:
         """A short state of the cluster's batch jobs for progress displays (None: nothing to say)."""
         return None
 
+    def expect_duration(self, seconds: float | None) -> None:
+        """The work now running takes about ``seconds`` per trial; batch clusters keep it off
+        workers that leave sooner (their walltime). Fixed clusters ignore it."""
+
     def close(self) -> None:
         _deactivate(self)
         try:
@@ -106,7 +110,7 @@ def start_local(
     gpus: int | str = "auto",
     gpu_threads: int = 2,
     memory_limit: str | float | None = "auto",
-    dashboard_address: str | None = ":8787",
+    dashboard_address: str | None = "127.0.0.1:8787",
     env: dict[str, str] | None = None,
 ) -> ClusterHandle:
     """A LocalCluster of worker processes: one per GPU (pinned), the rest CPU-only.

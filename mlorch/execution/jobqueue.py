@@ -229,17 +229,79 @@ def _private_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="cluster-", dir=root))
 
 
-class BatchAwareScheduler(Scheduler):
-    """A scheduler that tells a worker lost with its batch job from a worker that crashed.
+def _leave_time(dask_worker: Any) -> float | None:
+    """When a worker will leave by its lifetime (wall clock), read on the worker.
 
-    distributed counts every unexpected worker loss against the task it ran and fails
-    the task after ``allowed-failures`` losses (``KilledWorker``). On a batch system
-    most losses are the queue's doing (scancel, preemption, walltime), so before the
-    loss is counted, ``job_ending(worker_name)`` is asked (up to ~2 s, while the job
-    leaves the queue); if the job is ending, the loss is recorded as expected.
+    Its lifetime timer starts in ``Worker.__init__``, a little after the process started:
+    counting from the process start errs on the early, safe side.
+    """
+    import psutil
+
+    lifetime = getattr(dask_worker, "lifetime", None)
+    return psutil.Process().create_time() + float(lifetime) if lifetime else None
+
+
+class BatchAwareScheduler(Scheduler):
+    """distributed's scheduler, told about batch jobs: which losses are the queue's, who leaves when.
+
+    - distributed counts every unexpected worker loss against the task it ran and fails
+      the task after ``allowed-failures`` losses (``KilledWorker``). On a batch system most
+      losses are the queue's doing (scancel, preemption, walltime), so before a loss is
+      counted, ``job_ending(worker_name)`` is asked (up to ~2 s, while the job leaves the
+      queue); if the job is ending, the loss is recorded as expected.
+    - Workers leave at their lifetime (before the walltime). Once a sweep knows how long a
+      trial takes (``expected_duration``), no task starts on a worker that leaves sooner:
+      it would be cut and run again.
     """
 
     job_ending: Callable[[str], bool] | None = None
+    expected_duration: float | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.leave_at: dict[str, float] = {}  # worker address -> wall-clock time it leaves by its lifetime
+
+    async def add_worker(self, comm: Any, **kwargs: Any) -> Any:
+        # NOTE: distributed passes ``comm`` only to handlers that name it, and this handler
+        # runs for as long as the worker stays connected: learn its leave time alongside.
+        address = kwargs.get("address")
+        if address and self.job_ending is not None:
+            asyncio.ensure_future(self._learn_leave_time(self.coerce_address(address)))
+        return await super().add_worker(comm, **kwargs)
+
+    async def _learn_leave_time(self, address: str) -> None:
+        from distributed.protocol import deserialize
+        from distributed.protocol.pickle import dumps
+        from distributed.protocol.serialize import Serialized
+
+        for _ in range(100):  # until the worker is registered (up to 10 s)
+            if address in self.workers:
+                break
+            await asyncio.sleep(0.1)
+        try:
+            answer = await self.broadcast(msg={"op": "run", "function": dumps(_leave_time)}, workers=[address])
+        except Exception:
+            return
+        reply = answer.get(address) or {}
+        value = reply.get("result") if reply.get("status") == "OK" else None
+        if isinstance(value, Serialized):  # a worker's run() answer comes back serialized
+            value = deserialize(value.header, value.frames)
+        if value:
+            self.leave_at[address] = float(value)
+
+    def is_rootish(self, ts: Any) -> bool:
+        # Root-ish tasks are queued and handed to any free thread without asking valid_workers.
+        return False if self.expected_duration else super().is_rootish(ts)
+
+    def valid_workers(self, ts: Any) -> Any:
+        valid = super().valid_workers(ts)
+        leave_at = self.leave_at
+        if not self.expected_duration or not leave_at:
+            return valid
+        soonest = time.time() + self.expected_duration
+        pool = valid if valid is not None else self.running
+        staying = {ws for ws in pool if leave_at.get(ws.address, math.inf) > soonest}
+        return staying if len(staying) < len(pool) else valid
 
     async def remove_worker(self, address: str, *, stimulus_id: str, expected: bool = False, close: bool = True) -> Any:
         ws = self.workers.get(self.coerce_address(address)) if self.status not in (Status.closing, Status.closed) else None
@@ -256,6 +318,7 @@ class BatchAwareScheduler(Scheduler):
                 expected = True
                 log.info("worker %s left with its batch job; its task(s) run again elsewhere: %s", name, ", ".join(keys))
                 self.log_event(LOST_TOPIC, {"worker": name, "keys": keys})
+        self.leave_at.pop(address, None)
         return await super().remove_worker(address, stimulus_id=stimulus_id, expected=expected, close=close)
 
 
@@ -448,6 +511,12 @@ class JobqueueHandle(ClusterHandle):
 
     def status_line(self) -> str | None:
         return self.scaler.queue.describe() if self.scaler is not None else None
+
+    def expect_duration(self, seconds: float | None) -> None:
+        """Tasks are expected to take ``seconds``: none starts on a worker that leaves sooner."""
+        scheduler = getattr(self.cluster, "scheduler", None)
+        if isinstance(scheduler, BatchAwareScheduler) and self.spec is not None and self.spec.margin_s is not None:
+            scheduler.expected_duration = seconds
 
     def job_ids(self) -> list[str]:
         jobs = getattr(self.cluster, "workers", {}) or {}

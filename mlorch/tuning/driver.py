@@ -143,6 +143,7 @@ class SweepDriver:
         self._zombies: list[int] = []
         self._deferred: list[TrialRecord] = []
         self.finished = 0
+        self._durations: list[float] = []
         self._owner = f"sweep-{plan.name}-{uuid.uuid4().hex[:6]}"
         self._slots, self._totals = self._cluster_capacity()
         self._check_resources()
@@ -235,6 +236,7 @@ class SweepDriver:
             self._await_deferred(timeout=30.0)
             self.pool.release_all()
             self.handle.want(self._owner, None)
+            self.handle.expect_duration(None)
             self.clear_zombies()
             for rec in self._deferred:  # threads still stuck in a task: end their runs anyway
                 self._end_deferred(rec)
@@ -358,6 +360,10 @@ class SweepDriver:
     # -- finishing a trial ------------------------------------------------------------
     def _on_done(self, rec: TrialRecord, result: Any, error: BaseException | None) -> None:
         self.inflight.pop(rec.number, None)
+        if error is None:
+            self._durations.append(time.monotonic() - rec.started)
+            # The longest of the last few: a trial must fit before its worker leaves (walltime).
+            self.handle.expect_duration(max(self._durations[-5:]))
         if self._learned is None and self.plan.kind == "flow":
             self._learned = {}  # the trial ended before submitting: do not stay serial for ever
         if rec.closed:  # already told (timed out); its thread has now let go of the run

@@ -4,7 +4,8 @@ With ``wait=False`` the driver runs in a background thread and the handle answer
 at once: ``.best_params``/``.best_value``/``.best_run_id`` read the study as it is,
 ``.trials_dataframe()`` is Optuna's table, ``.stop()`` lets running trials finish
 and starts no more, ``.result()`` waits. A ``tqdm.auto`` bar (a widget in Jupyter)
-counts finished trials and shows the best value so far.
+counts finished trials and shows the best value so far; in a batch job or a log file,
+plain lines a few times a minute (:mod:`mlorch.tuning.progress`).
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ class Sweep:
     def _start(self, wait: bool, progress: bool, initial: int) -> Sweep:
         try:
             if progress:
-                from tqdm.auto import tqdm
+                from mlorch.tuning.progress import make_progress
 
-                self._bar = tqdm(total=self.plan.n_trials, initial=initial, desc=f"sweep {self.name}", unit="trial")
+                self._bar = make_progress(total=self.plan.n_trials, initial=initial, desc=f"sweep {self.name}")
                 self._update_bar(None)
                 scaler = getattr(self._driver.handle, "scaler", None)
                 if scaler is not None:  # a batch cluster: show its jobs as the queue changes

@@ -45,6 +45,7 @@ def half(x: float = 0.0, seconds: float = 1.5):
 @mo.task
 def timed(x: float, seconds: float) -> float:
     start = time.time()
+    record("begin", trial=mo.context().run.get("trial"), job=os.environ.get("SLURM_JOB_ID"), start=start)
     time.sleep(seconds)
     _where(start=start, end=time.time())
     return (x - 0.3) ** 2
