@@ -270,3 +270,26 @@ def test_a_sweep_outlives_the_job_walltime(tmp_path, job_name, test_log, store):
     # Once a trial's duration is known, none starts on a worker that would leave before it ends.
     cut = sorted({t for t in begun if begun.count(t) > 1})
     assert len(cut) <= 2, cut  # at most the first trials, run before any duration was known
+
+
+def test_worker_jobs_need_nothing_from_the_project_folder(tmp_path, job_name, test_log, store, store_dir):
+    # Each job's Python runs in its own mount namespace with empty tmpfs over the driver's
+    # project folder and MLflow store: what a compute node without the shared file system sees.
+    project = Path(os.environ["MLORCH_HOME"])
+    project.mkdir(parents=True, exist_ok=True)
+    hidden = [str(project), str(store_dir)]
+    wrapper = tmp_path / "isolated-python"
+    mounts = " && ".join(f"mount -t tmpfs -o size=1m tmpfs {folder}" for folder in hidden)
+    wrapper.write_text(f'#!/bin/bash\nexec unshare -m -- bash -c \'{mounts} && exec "$0" "$@"\' {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    cfg = slurm(tmp_path, job_name, test_log, jobqueue={"python": str(wrapper)})
+    with mo.cluster(cfg):
+        study = mo.sweep(hpc_flows.private, space={"x": mo.uniform(0, 1), "folders": hidden}, metric="loss", n_trials=4,
+                         name=f"private-{job_name}", progress=False)
+    assert [t.state.name for t in study.study.get_trials()] == ["COMPLETE"] * 4
+    peeks = records(test_log, "peek")
+    assert len(peeks) == 4 and all(p["job"] for p in peeks)
+    assert all(p["seen"] == {folder: [] for folder in hidden} for p in peeks)  # the jobs saw empty folders
+    assert any(project.iterdir())  # while the driver's project folder holds the Optuna journal
+    runs = children(store, study.parent_run_id)
+    assert len(runs) == 4 and all("peeked" in r.data.metrics and r.info.status == "FINISHED" for r in runs)

@@ -278,8 +278,10 @@ class BatchAwareScheduler(Scheduler):
             if address in self.workers:
                 break
             await asyncio.sleep(0.1)
+        if address not in self.workers:
+            return  # gone already (distributed would log a broadcast error)
         try:
-            answer = await self.broadcast(msg={"op": "run", "function": dumps(_leave_time)}, workers=[address])
+            answer = await self.broadcast(msg={"op": "run", "function": dumps(_leave_time)}, workers=[address], on_error="ignore")
         except Exception:
             return
         reply = answer.get(address) or {}

@@ -88,3 +88,17 @@ def crash_worker(x: float) -> float:
 @mo.flow(experiment="hpc-crash")
 def crashing(x: float = 0.0):
     return {"loss": crash_worker(x)}
+
+
+@mo.task
+def peek(x: float, folders: list) -> float:
+    """What a worker job sees of the driver's project folder and MLflow store (should be: nothing)."""
+    record("peek", seen={f: sorted(os.listdir(f)) if os.path.isdir(f) else None for f in folders},
+           job=os.environ.get("SLURM_JOB_ID"))
+    mo.log_metric("peeked", x)
+    return (x - 0.3) ** 2
+
+
+@mo.flow(experiment="hpc-private")
+def private(x: float = 0.0, folders: list = ()):
+    return {"loss": peek(x, list(folders))}
