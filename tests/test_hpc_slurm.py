@@ -272,9 +272,9 @@ def test_a_sweep_outlives_the_job_walltime(tmp_path, job_name, test_log, store):
     assert len(cut) <= 2, cut  # at most the first trials, run before any duration was known
 
 
-def test_worker_jobs_need_nothing_from_the_project_folder(tmp_path, job_name, test_log, store, store_dir):
-    # Each job's Python runs in its own mount namespace with empty tmpfs over the driver's
-    # project folder and MLflow store: what a compute node without the shared file system sees.
+def isolated(tmp_path, job_name, test_log, store_dir) -> tuple[dict, list[str]]:
+    """A cluster config whose jobs' Python runs in its own mount namespace, with empty tmpfs over the
+    driver's project folder and MLflow store: what a compute node without a shared file system sees."""
     project = Path(os.environ["MLORCH_HOME"])
     project.mkdir(parents=True, exist_ok=True)
     hidden = [str(project), str(store_dir)]
@@ -283,6 +283,13 @@ def test_worker_jobs_need_nothing_from_the_project_folder(tmp_path, job_name, te
     wrapper.write_text(f'#!/bin/bash\nexec unshare -m -- bash -c \'{mounts} && exec "$0" "$@"\' {sys.executable} "$@"\n')
     wrapper.chmod(0o755)
     cfg = slurm(tmp_path, job_name, test_log, jobqueue={"python": str(wrapper)})
+    cfg["env"]["MLORCH_TEST_HIDDEN"] = ":".join(hidden)
+    return cfg, hidden
+
+
+def test_worker_jobs_need_nothing_from_the_project_folder(tmp_path, job_name, test_log, store, store_dir):
+    cfg, hidden = isolated(tmp_path, job_name, test_log, store_dir)
+    project = Path(hidden[0])
     with mo.cluster(cfg):
         study = mo.sweep(hpc_flows.private, space={"x": mo.uniform(0, 1), "folders": hidden}, metric="loss", n_trials=4,
                          name=f"private-{job_name}", progress=False)
@@ -293,3 +300,17 @@ def test_worker_jobs_need_nothing_from_the_project_folder(tmp_path, job_name, te
     assert any(project.iterdir())  # while the driver's project folder holds the Optuna journal
     runs = children(store, study.parent_run_id)
     assert len(runs) == 4 and all("peeked" in r.data.metrics and r.info.status == "FINISHED" for r in runs)
+
+
+def test_plain_objectives_need_no_shared_storage_either(tmp_path, job_name, test_log, store, store_dir):
+    cfg, hidden = isolated(tmp_path, job_name, test_log, store_dir)
+    with mo.cluster(cfg):
+        study = mo.sweep(hpc_flows.peeking_objective, n_trials=4, name=f"private-objective-{job_name}", progress=False)
+    trials = study.study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    assert all(set(t.params) == {"x", "kind"} and t.user_attrs["kind_seen"] == t.params["kind"] for t in trials)
+    assert all(len(t.intermediate_values) == 2 for t in trials)  # trial.report reached the driver's study
+    peeks = records(test_log, "peek")
+    assert len(peeks) == 4 and all(p["seen"] == {folder: [] for folder in hidden} for p in peeks)
+    runs = children(store, study.parent_run_id)
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" and "objective" in r.data.metrics for r in runs)

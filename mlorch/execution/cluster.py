@@ -57,6 +57,7 @@ class ClusterHandle:
     cluster: Any = None
     gpu_ids: list[str] = field(default_factory=list)
     owns_cluster: bool = True
+    workers_share_files: bool = True  # False: workers may not see the driver's files (batch jobs)
 
     @property
     def dashboard_link(self) -> str | None:

@@ -499,6 +499,7 @@ class JobqueueHandle(ClusterHandle):
     """A dask-jobqueue cluster: capacity comes from the config, jobs come and go with demand."""
 
     spec: JobqueueSpec | None = None
+    workers_share_files: bool = False  # compute nodes need not mount the driver's project folder
     scaler: JobScaler | None = None
     credentials_dir: Path | None = None
 

@@ -123,6 +123,11 @@ class SweepDriver:
         self.client = handle.client
         self.study = study
         self.storage_spec = storage_spec
+        if plan.kind == "objective" and not handle.workers_share_files:
+            from mlorch.tuning.storage import serve_from_scheduler
+
+            # Batch jobs may not see the driver's files: serve the study through the scheduler.
+            self.storage_spec = serve_from_scheduler(study._storage, self.client, f"mlorch-{uuid.uuid4().hex}")
         self.tracker = tracker
         self.on_finish = on_finish
         tracker.define_by_run = plan.kind == "objective"

@@ -14,6 +14,7 @@ from scratch for every trial.
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from optuna.storages.journal import JournalFileBackend
 
 from mlorch.errors import ConfigError
 
-__all__ = ["StorageSpec", "open_storage", "default_journal_path", "storage_from_spec"]
+__all__ = ["StorageSpec", "default_journal_path", "open_storage", "serve_from_scheduler", "storage_from_spec"]
 
-# ("journal", path) | ("rdb", url) | ("object", None) -- the last cannot be reopened elsewhere.
+# ("journal", path) | ("rdb", url) | ("dask", name) | ("object", None) -- the last cannot be reopened
+# elsewhere; "dask" is the driver's storage served by the scheduler (see serve_from_scheduler).
 StorageSpec = tuple[str, str | None]
 
 _cache: dict[StorageSpec, optuna.storages.BaseStorage] = {}
@@ -75,10 +77,36 @@ def storage_from_spec(spec: StorageSpec) -> optuna.storages.BaseStorage:
                 found = JournalStorage(JournalFileBackend(str(where)))
             elif kind == "rdb":
                 found = optuna.storages.RDBStorage(str(where))
+            elif kind == "dask":
+                from optuna_integration.dask import DaskStorage
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    found = DaskStorage(name=str(where), register=False)
             else:
                 raise ConfigError("storage: this Optuna storage object cannot be reopened on a worker")
             _cache[spec] = found
         return found
+
+
+def serve_from_scheduler(storage: optuna.storages.BaseStorage, client: Any, name: str) -> StorageSpec:
+    """Let workers reach ``storage`` through the scheduler instead of a shared file.
+
+    optuna-integration's ``DaskStorage`` keeps a copy of the storage in a scheduler
+    extension and answers workers' storage calls there; with the scheduler in the driver's
+    process (LocalCluster, dask-jobqueue), the journal never leaves the driver's machine, so
+    batch jobs need no file system shared with it.
+    """
+    try:
+        from optuna_integration.dask import DaskStorage
+    except ImportError:
+        raise ConfigError(
+            "a plain Optuna objective on a batch cluster needs optuna-integration: pip install 'mlorch[hpc]'"
+        ) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        DaskStorage(storage=storage, name=name, client=client)
+    return ("dask", name)
 
 
 def _spec_of(storage: optuna.storages.BaseStorage) -> StorageSpec:

@@ -102,3 +102,16 @@ def peek(x: float, folders: list) -> float:
 @mo.flow(experiment="hpc-private")
 def private(x: float = 0.0, folders: list = ()):
     return {"loss": peek(x, list(folders))}
+
+
+def peeking_objective(trial):
+    """A plain Optuna objective that also records what its worker job sees of the hidden folders."""
+    x = trial.suggest_float("x", 0, 1)
+    kind = trial.suggest_categorical("kind", ["a", "b"])
+    folders = [f for f in os.environ.get("MLORCH_TEST_HIDDEN", "").split(":") if f]
+    record("peek", seen={f: sorted(os.listdir(f)) if os.path.isdir(f) else None for f in folders},
+           job=os.environ.get("SLURM_JOB_ID"))
+    for step in range(2):
+        trial.report(x + step, step)
+    trial.set_user_attr("kind_seen", kind)
+    return (x - 0.3) ** 2 + (0.1 if kind == "b" else 0.0)
