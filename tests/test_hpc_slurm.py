@@ -38,7 +38,7 @@ def _slurm_problem() -> str | None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def slurm():
+def slurm_up():
     problem = _slurm_problem()
     if problem is not None:
         message = f"no local SLURM ({problem}): run `sudo bash .ci/setup-slurm` (root + apt-get), or `python3 dev.py test`"
@@ -167,10 +167,17 @@ def test_pending_jobs_show_slurm_s_reason(tmp_path, job_name, test_log, no_track
     # Three 1-GPU jobs on a node with two GPUs: one must wait, and SLURM says why.
     with mo.cluster(slurm(tmp_path, job_name, test_log, gpus_per_job=1, jobs={"max": 3})) as handle:
         handle.want("test", -1)
-        pending = wait_until(lambda: [j for j in our_jobs(job_name) if j[1] == "PENDING"], 30)
-        assert pending and pending[0][2] == "Resources"
-        line = wait_until(lambda: (handle.status_line() or "") if "pending (Resources)" in (handle.status_line() or "") else "", 20)
-        assert line == "jobs 2 running, 1 pending (Resources)"
+
+        def two_running_one_waiting():
+            jobs = our_jobs(job_name)
+            running = [j for j in jobs if j[1] == "RUNNING"]
+            waiting = [j for j in jobs if j[1] == "PENDING" and j[2] not in ("None", "")]
+            return waiting[0][2] if len(running) == 2 and len(waiting) == 1 else None
+
+        reason = wait_until(two_running_one_waiting, 60)
+        assert reason in ("Resources", "Priority")  # no GPU left for it (or it queues behind one that waits)
+        expected = f"jobs 2 running, 1 pending ({reason})"
+        assert wait_until(lambda: handle.status_line() == expected, 20), handle.status_line()
     assert wait_until(lambda: our_jobs(job_name) == [], 15) is True  # closing cancels pending jobs too
 
 

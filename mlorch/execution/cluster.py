@@ -86,10 +86,6 @@ class ClusterHandle:
         """A short state of the cluster's batch jobs for progress displays (None: nothing to say)."""
         return None
 
-    def expect_duration(self, seconds: float | None) -> None:
-        """The work now running takes about ``seconds`` per trial; batch clusters keep it off
-        workers that leave sooner (their walltime). Fixed clusters ignore it."""
-
     def close(self) -> None:
         _deactivate(self)
         try:

@@ -28,6 +28,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -75,7 +76,16 @@ OWNED = {
     "dashboard_address": "dashboard_address",
 }
 # SLURM's words for a job that is going away (squeue %T): its workers are lost to the batch system.
-ENDING_STATES = {"CANCELLED", "COMPLETING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+ENDING_STATES = {
+    "CANCELLED", "COMPLETING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
+    "PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED",  # a job that had a worker and went back: requeued
+}
+# Pending reasons that never clear by waiting: the cluster fails with the reason instead of waiting for ever.
+PERMANENT_REASONS = {
+    "PartitionTimeLimit", "PartitionNodeLimit", "PartitionConfig", "PartitionDown", "PartitionInactive",
+    "QOSMaxWallDurationPerJobLimit", "AssocMaxWallDurationPerJobLimit", "InvalidQOS", "InvalidAccount",
+    "AccountNotAllowed", "QOSMaxCpuPerJobLimit", "QOSMaxGRESPerJob", "QOSMaxMemoryPerJob", "BadConstraints",
+}
 SCALE_INTERVAL = 0.5  # seconds between two looks at demand (distributed's adapt uses 1 s)
 ENDED_INTERVAL = 2.0  # seconds between two looks for jobs the batch system ended (they are replaced)
 LOST_TOPIC = "mlorch-worker-lost"  # scheduler event: a worker left with its job while running tasks
@@ -221,12 +231,28 @@ def job_script(spec: JobqueueSpec) -> str:
 
 
 def _private_dir() -> Path:
-    """A fresh 0700 folder for this cluster's TLS files, outside the project folder."""
+    """A fresh 0700 folder for this cluster's TLS files, outside the project folder.
+
+    It holds the pid of its driver; folders whose driver is gone (a SIGKILLed driver cannot
+    clean up) are removed here, so worker keys do not pile up.
+    """
     root = Path.home() / ".mlorch" / "jobqueue"
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root.parent, 0o700)
     os.chmod(root, 0o700)
-    return Path(tempfile.mkdtemp(prefix="cluster-", dir=root))
+    host = socket.gethostname()
+    for old in root.glob("cluster-*"):
+        try:
+            owner_host, pid = (old / "driver").read_text().split()
+            if owner_host == host:
+                os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
+    folder = Path(tempfile.mkdtemp(prefix="cluster-", dir=root))
+    (folder / "driver").write_text(f"{host} {os.getpid()}")
+    return folder
 
 
 def _leave_time(dask_worker: Any) -> float | None:
@@ -244,18 +270,19 @@ def _leave_time(dask_worker: Any) -> float | None:
 class BatchAwareScheduler(Scheduler):
     """distributed's scheduler, told about batch jobs: which losses are the queue's, who leaves when.
 
-    - distributed counts every unexpected worker loss against the task it ran and fails
-      the task after ``allowed-failures`` losses (``KilledWorker``). On a batch system most
-      losses are the queue's doing (scancel, preemption, walltime), so before a loss is
-      counted, ``job_ending(worker_name)`` is asked (up to ~2 s, while the job leaves the
-      queue); if the job is ending, the loss is recorded as expected.
-    - Workers leave at their lifetime (before the walltime). Once a sweep knows how long a
-      trial takes (``expected_duration``), no task starts on a worker that leaves sooner:
-      it would be cut and run again.
+    - distributed counts every unexpected worker loss against the task it ran and fails the
+      task after ``allowed-failures`` losses (``KilledWorker``). On a batch system most losses
+      are the queue's doing (scancel, preemption, walltime): after a loss, ``job_ending(name)``
+      is asked (for up to ~3 s, while the job leaves the queue) and, if the job is ending, the
+      count is taken back. A worker process that dies while its job lives (a segfault, an
+      out-of-memory kill) keeps its count.
+    - Workers leave at their lifetime (before the walltime). Once a task's kind has a known
+      duration (distributed's ``TaskPrefix.duration_average``), it does not start on a worker
+      that leaves before it could end: it would be cut and run again.
     """
 
     job_ending: Callable[[str], bool] | None = None
-    expected_duration: float | None = None
+    max_lifetime: float | None = None  # seconds a worker lives at most; None: no lifetimes
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -265,7 +292,7 @@ class BatchAwareScheduler(Scheduler):
         # NOTE: distributed passes ``comm`` only to handlers that name it, and this handler
         # runs for as long as the worker stays connected: learn its leave time alongside.
         address = kwargs.get("address")
-        if address and self.job_ending is not None:
+        if address and self.max_lifetime:
             asyncio.ensure_future(self._learn_leave_time(self.coerce_address(address)))
         return await super().add_worker(comm, **kwargs)
 
@@ -288,40 +315,56 @@ class BatchAwareScheduler(Scheduler):
         value = reply.get("result") if reply.get("status") == "OK" else None
         if isinstance(value, Serialized):  # a worker's run() answer comes back serialized
             value = deserialize(value.header, value.frames)
-        if value:
+        if value and address in self.workers:
             self.leave_at[address] = float(value)
 
     def is_rootish(self, ts: Any) -> bool:
         # Root-ish tasks are queued and handed to any free thread without asking valid_workers.
-        return False if self.expected_duration else super().is_rootish(ts)
+        return False if self.max_lifetime else super().is_rootish(ts)
 
     def valid_workers(self, ts: Any) -> Any:
         valid = super().valid_workers(ts)
-        leave_at = self.leave_at
-        if not self.expected_duration or not leave_at:
+        if not self.max_lifetime or not self.leave_at:
             return valid
-        soonest = time.time() + self.expected_duration
+        duration = ts.prefix.duration_average
+        if duration is None or duration <= 0 or 1.25 * duration >= self.max_lifetime:
+            return valid  # unknown yet, or longer than any worker lives: it may run anywhere
+        now = time.time()
         pool = valid if valid is not None else self.running
-        staying = {ws for ws in pool if leave_at.get(ws.address, math.inf) > soonest}
+        staying = {
+            ws for ws in pool
+            if self.leave_at.get(ws.address, math.inf) > now + 1.25 * duration + ws.occupancy / max(ws.nthreads, 1)
+        }
         return staying if len(staying) < len(pool) else valid
 
     async def remove_worker(self, address: str, *, stimulus_id: str, expected: bool = False, close: bool = True) -> Any:
-        ws = self.workers.get(self.coerce_address(address)) if self.status not in (Status.closing, Status.closed) else None
-        if ws is not None and not expected and self.job_ending is not None and ws.processing:
-            keys = [str(ts.key) for ts in ws.processing]
-            deadline = time.monotonic() + 2.0
-            name = str(ws.name)
-            while True:
-                ending = await asyncio.to_thread(self.job_ending, name)
-                if ending or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.25)
-            if ending:
-                expected = True
-                log.info("worker %s left with its batch job; its task(s) run again elsewhere: %s", name, ", ".join(keys))
-                self.log_event(LOST_TOPIC, {"worker": name, "keys": keys})
+        address = self.coerce_address(address)
+        ws = self.workers.get(address) if self.status not in (Status.closing, Status.closed) else None
+        keys = [ts.key for ts in ws.processing] if ws is not None and not expected and self.job_ending else []
+        name = str(ws.name) if ws is not None else ""
         self.leave_at.pop(address, None)
-        return await super().remove_worker(address, stimulus_id=stimulus_id, expected=expected, close=close)
+        result = await super().remove_worker(address, stimulus_id=stimulus_id, expected=expected, close=close)
+        if keys:
+            asyncio.ensure_future(self._forgive_if_the_queue_ended_it(name, keys))
+        return result
+
+    async def _forgive_if_the_queue_ended_it(self, name: str, keys: list[Any]) -> None:
+        deadline = time.monotonic() + 3.0
+        while True:
+            ending = await asyncio.to_thread(self.job_ending, name) if self.job_ending else False
+            if ending or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.25)
+        if not ending:
+            return
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.suspicious > 0:
+                ts.suspicious -= 1
+                ts.prefix.suspicious = max(ts.prefix.suspicious - 1, 0)
+        texts = [str(k) for k in keys]
+        log.info("worker %s left with its batch job; its task(s) run again elsewhere: %s", name, ", ".join(texts))
+        self.log_event(LOST_TOPIC, {"worker": name, "keys": texts})
 
 
 @dataclass
@@ -362,8 +405,9 @@ def read_queue(kind: str, job_ids: list[str]) -> dict[str, tuple[str, str]] | No
 class JobScaler:
     """Keeps the number of jobs at what the current work can use (see the module docstring).
 
-    Demands are named (``want("sweep", workers)``), so a sweep and a flow run outside it
-    do not overwrite each other; the target is the largest, in jobs, within the bounds.
+    Demands are named (``want("sweep", workers)``), so a sweep and a flow run outside it do not
+    overwrite each other; the target is the largest, in jobs, within the bounds. Callers only
+    record demand; the cluster's ``worker_spec`` is changed on the cluster's event loop alone.
     """
 
     def __init__(self, handle: JobqueueHandle):
@@ -371,9 +415,11 @@ class JobScaler:
         self._demands: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._queue = QueueState()
         self._queue_read = 0.0
         self._ended_read = 0.0
+        self._no_id_since: dict[str, float] = {}
         self.job_ids: dict[str, str] = {}  # job name -> batch job id, kept after the job is gone
         self._listeners: list[Callable[[str], None]] = []
         self._thread = threading.Thread(target=self._loop, name="mlorch-job-scaler", daemon=True)
@@ -381,8 +427,10 @@ class JobScaler:
 
     def want(self, owner: str, workers: int | None) -> None:
         """``owner`` can use ``workers`` workers now (-1: as many as allowed; None or 0: none any more)."""
+        spec = self.handle.spec
+        assert spec is not None
         if workers is not None and workers < 0:
-            workers = self.handle.spec.jobs_max * self.handle.spec.processes
+            workers = spec.jobs_max * spec.processes
         before = self.target_jobs()
         with self._lock:
             if workers:
@@ -390,32 +438,44 @@ class JobScaler:
             else:
                 self._demands.pop(owner, None)
         if self.target_jobs() != before:
-            self.apply()
+            self._wake.set()
 
     def target_jobs(self) -> int:
         spec = self.handle.spec
+        assert spec is not None
         with self._lock:
             workers = max(self._demands.values(), default=0)
         return min(max(math.ceil(workers / spec.processes), spec.jobs_min), spec.jobs_max)
 
     def apply(self) -> None:
-        """Scale to the target now: up by submitting, down by releasing idle jobs first."""
+        """Scale to the target (from any thread: the change itself runs on the cluster's loop)."""
+        cluster = self.handle.cluster
+        if cluster is not None and cluster.status.name not in ("closing", "closed"):
+            cluster.loop.add_callback(self._apply_on_loop)
+
+    async def _apply_on_loop(self) -> None:
         cluster = self.handle.cluster
         if cluster is None or cluster.status.name in ("closing", "closed"):
             return
         target = self.target_jobs()
         specs = cluster.worker_spec
         if len(specs) > target:
-            busy = self.handle.busy_jobs()
+            busy = self._busy_jobs()
             idle = [name for name in specs if name not in busy]
-            for name in reversed(idle[: len(specs) - target]):
-                del specs[name]
             # Busy jobs are kept until their work is done: releasing one would cost a trial.
-            cluster.loop.add_callback(cluster._correct_state)
-        elif len(specs) < target:
-            cluster.scale(jobs=target)
-        else:
-            cluster.loop.add_callback(cluster._correct_state)  # resubmit a job lost to scancel or walltime
+            for name in list(reversed(idle))[: len(specs) - target]:
+                specs.pop(name, None)
+        while len(specs) < target:
+            specs.update(cluster.new_worker_spec())
+        await cluster._correct_state()  # also resubmits a job dropped as ended (see _forget_ended)
+
+    def _busy_jobs(self) -> set[str]:
+        """Jobs whose workers run or hold tasks now (read on the loop, from the in-process scheduler)."""
+        scheduler = getattr(self.handle.cluster, "scheduler", None)
+        workers = getattr(scheduler, "workers", None)
+        if workers is None:
+            return set(self.handle.cluster.worker_spec)  # unknown: keep everything
+        return {self.handle.job_of(str(ws.name)) for ws in workers.values() if ws.processing}
 
     def on_queue(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
@@ -425,7 +485,11 @@ class JobScaler:
         return self._queue
 
     def _loop(self) -> None:
-        while not self._stop.wait(SCALE_INTERVAL):
+        while not self._stop.is_set():
+            self._wake.wait(SCALE_INTERVAL)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.apply()
                 if time.monotonic() - self._ended_read >= ENDED_INTERVAL:
@@ -436,25 +500,34 @@ class JobScaler:
                 log.debug("job scaler: %s", exc)
 
     def _forget_ended(self) -> None:
-        """Drop jobs the batch system has ended (scancel, preemption, walltime) so they are replaced now.
+        """Replace jobs the batch system has ended (scancel, preemption, walltime) now, under new names.
 
         distributed forgets a lost job only after ``lost-worker-timeout`` (15 s) without a
-        worker of that name; a worker restarted by its nanny must keep its job, so that
-        timeout stays, and the queue, which knows, decides here instead.
+        worker of that name, and a worker restarted by its nanny must keep its job; the queue
+        knows which jobs are gone. A job that never got an id (its ``sbatch`` failed) is
+        replaced after a minute, with a warning.
         """
-        self._ended_read = time.monotonic()
+        self._ended_read = now = time.monotonic()
         cluster = self.handle.cluster
         jobs = dict(getattr(cluster, "workers", {}) or {})
+        stuck: list[str] = []
         for name, job in jobs.items():
             if getattr(job, "job_id", None):
                 self.job_ids[name] = str(job.job_id)
+                self._no_id_since.pop(name, None)
+            elif now - self._no_id_since.setdefault(name, now) > 60:
+                stuck.append(name)
+        if stuck:
+            log.warning("%s: job(s) %s were never accepted by the batch system (see the log above); submitting again",
+                        self.handle.kind, ", ".join(stuck))
+            for name in stuck:
+                self._no_id_since.pop(name, None)
         known = {name: self.job_ids[name] for name in jobs if name in self.job_ids}
-        if not known:
-            return
-        states = read_queue(self.handle.spec.kind, list(known.values()))
-        if states is None:
-            return
-        ended = [name for name, job_id in known.items() if states.get(job_id, ("GONE", ""))[0] in ENDING_STATES | {"GONE"}]
+        states = read_queue(self.handle.spec.kind, list(known.values())) if known and self.handle.spec else {}
+        ended = list(stuck)
+        if states is not None:
+            ended += [name for name, job_id in known.items() if states.get(job_id, ("GONE", ""))[0] in ENDING_STATES | {"GONE"}
+                      and states.get(job_id, ("GONE", ""))[0] != "PENDING"]
         if ended:
             cluster.loop.add_callback(self._drop_jobs, ended)
 
@@ -462,14 +535,21 @@ class JobScaler:
         cluster = self.handle.cluster
         for name in names:
             job = cluster.workers.pop(name, None)
+            # A fresh name for the replacement: distributed's lost-worker timer for the old
+            # name would otherwise cancel a replacement that waits in the queue.
+            if cluster.worker_spec.pop(name, None) is not None:
+                cluster.worker_spec.update(cluster.new_worker_spec())
             if job is not None:
                 log.info("%s job %s ended in the batch queue; a new one is submitted if work needs it", self.handle.kind, name)
-                await job.close()
+                try:
+                    await job.close()
+                except Exception as exc:
+                    log.debug("closing ended job %s: %s", name, exc)
         await cluster._correct_state()
 
     def _read_queue(self) -> None:
         self._queue_read = time.monotonic()
-        states = read_queue(self.handle.spec.kind, self.handle.job_ids())
+        states = read_queue(self.handle.spec.kind, self.handle.job_ids()) if self.handle.spec else None
         if states is None:
             return
         queue = QueueState()
@@ -480,6 +560,12 @@ class JobScaler:
                 queue.pending += 1
                 if reason and reason != "None":
                     queue.reasons[reason] = queue.reasons.get(reason, 0) + 1
+        permanent = sorted(set(queue.reasons) & PERMANENT_REASONS)
+        if permanent and self.handle.fatal is None:
+            self.handle.fail(ClusterError(
+                f"{self.handle.kind}: jobs wait in the queue for a reason that never clears: {permanent[0]} "
+                f"(check walltime, queue, account and resources against the partition's limits: scontrol show partition)"
+            ))
         changed = queue.describe() != self._queue.describe()
         self._queue = queue
         if changed:
@@ -490,6 +576,7 @@ class JobScaler:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
@@ -502,6 +589,8 @@ class JobqueueHandle(ClusterHandle):
     workers_share_files: bool = False  # compute nodes need not mount the driver's project folder
     scaler: JobScaler | None = None
     credentials_dir: Path | None = None
+    fatal: ClusterError | None = None  # the batch system will never run our jobs (see fail())
+    _fatal_listeners: list[Callable[[], None]] = field(default_factory=list)
 
     def offers(self) -> list[WorkerOffer]:
         assert self.spec is not None
@@ -515,28 +604,19 @@ class JobqueueHandle(ClusterHandle):
     def status_line(self) -> str | None:
         return self.scaler.queue.describe() if self.scaler is not None else None
 
-    def expect_duration(self, seconds: float | None) -> None:
-        """Tasks are expected to take ``seconds``: none starts on a worker that leaves sooner."""
-        scheduler = getattr(self.cluster, "scheduler", None)
-        if isinstance(scheduler, BatchAwareScheduler) and self.spec is not None and self.spec.margin_s is not None:
-            scheduler.expected_duration = seconds
+    def fail(self, error: ClusterError) -> None:
+        """The queue says our jobs can never run: whoever waits for workers must stop waiting."""
+        self.fatal = error
+        log.error("%s", error)
+        for listener in list(self._fatal_listeners):
+            listener()
+
+    def on_fatal(self, listener: Callable[[], None]) -> None:
+        self._fatal_listeners.append(listener)
 
     def job_ids(self) -> list[str]:
         jobs = getattr(self.cluster, "workers", {}) or {}
         return [str(j.job_id) for j in list(jobs.values()) if getattr(j, "job_id", None)]
-
-    def busy_jobs(self) -> set[str]:
-        """Names of the jobs whose workers have tasks now."""
-        try:
-            processing = self.client.processing()
-            workers = self.client.scheduler_info(n_workers=-1)["workers"]
-        except Exception:
-            return set(getattr(self.cluster, "worker_spec", {}))  # unknown: keep everything
-        busy: set[str] = set()
-        for address, keys in processing.items():
-            if keys and address in workers:
-                busy.add(self.job_of(str(workers[address].get("name", ""))))
-        return busy
 
     def job_of(self, worker_name: str) -> str:
         """The job a worker belongs to (``mlorch-3-1`` is worker 1 of job ``mlorch-3``)."""
@@ -557,13 +637,15 @@ class JobqueueHandle(ClusterHandle):
         return state != "RUNNING" and (state in ENDING_STATES or state == "GONE")
 
     def close(self) -> None:
-        if self.scaler is not None:
-            self.scaler.close()
         try:
-            super().close()
+            if self.scaler is not None:
+                self.scaler.close()
         finally:
-            if self.credentials_dir is not None:
-                shutil.rmtree(self.credentials_dir, ignore_errors=True)
+            try:
+                super().close()  # cancels every job of the cluster
+            finally:
+                if self.credentials_dir is not None:
+                    shutil.rmtree(self.credentials_dir, ignore_errors=True)
 
 
 def start_jobqueue(spec: JobqueueSpec) -> JobqueueHandle:
@@ -576,13 +658,15 @@ def start_jobqueue(spec: JobqueueSpec) -> JobqueueHandle:
     if spec.log_directory:
         Path(spec.log_directory).mkdir(parents=True, exist_ok=True)
     credentials = _private_dir() if spec.security else None
-    kwargs = cluster_kwargs(spec, cls, credentials_dir=str(credentials) if credentials else None)
-    _preflight(spec, cls, kwargs)
     try:
+        kwargs = cluster_kwargs(spec, cls, credentials_dir=str(credentials) if credentials else None)
+        _preflight(spec, cls, kwargs)
         cluster = cls(**kwargs)
     except Exception as exc:
         if credentials is not None:
             shutil.rmtree(credentials, ignore_errors=True)
+        if isinstance(exc, (ConfigError, ClusterError)):
+            raise
         raise ClusterError(f"could not start a {spec.kind} cluster: {type(exc).__name__}: {exc}") from exc
     client: Client | None = None
     try:
@@ -590,6 +674,8 @@ def start_jobqueue(spec: JobqueueSpec) -> JobqueueHandle:
         handle = JobqueueHandle(client=client, kind=spec.kind, cluster=cluster, spec=spec, credentials_dir=credentials)
         scheduler = cluster.scheduler
         scheduler.job_ending = handle.job_ending
+        if spec.margin_s is not None:
+            scheduler.max_lifetime = max(spec.walltime_s - spec.margin_s, 1.0)
         handle.scaler = JobScaler(handle)
         if spec.jobs_min:
             handle.scaler.apply()

@@ -49,6 +49,7 @@ __all__ = ["SweepDriver", "finished_trials", "resume"]
 log = get_logger("mlorch.sweep")
 INTERRUPTED = "mlorch.interrupted"
 LOST_ATTR = "mlorch.lost_attempts"  # attempts of a trial whose worker left with its batch job
+MAX_LOST_ATTEMPTS = 10  # a trial whose job keeps ending under it (its own doing, e.g. memory) fails then
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -148,7 +149,6 @@ class SweepDriver:
         self._zombies: list[int] = []
         self._deferred: list[TrialRecord] = []
         self.finished = 0
-        self._durations: list[float] = []
         self._owner = f"sweep-{plan.name}-{uuid.uuid4().hex[:6]}"
         self._slots, self._totals = self._cluster_capacity()
         self._check_resources()
@@ -241,14 +241,18 @@ class SweepDriver:
             self._await_deferred(timeout=30.0)
             self.pool.release_all()
             self.handle.want(self._owner, None)
-            self.handle.expect_duration(None)
             self.clear_zombies()
             for rec in self._deferred:  # threads still stuck in a task: end their runs anyway
                 self._end_deferred(rec)
 
     def _loop(self) -> None:
         self.finished = len(finished_trials(self.study))
+        fatal = getattr(self.handle, "on_fatal", None)
+        if fatal is not None:  # a batch queue that will never run our jobs wakes the loop
+            fatal(lambda: self.events.put(("wake",)))
         while True:
+            if getattr(self.handle, "fatal", None) is not None:
+                raise self.handle.fatal  # type: ignore[misc]
             while (
                 not self.stopping
                 and len(self.inflight) < self.limit()
@@ -365,10 +369,6 @@ class SweepDriver:
     # -- finishing a trial ------------------------------------------------------------
     def _on_done(self, rec: TrialRecord, result: Any, error: BaseException | None) -> None:
         self.inflight.pop(rec.number, None)
-        if error is None:
-            self._durations.append(time.monotonic() - rec.started)
-            # The longest of the last few: a trial must fit before its worker leaves (walltime).
-            self.handle.expect_duration(max(self._durations[-5:]))
         if self._learned is None and self.plan.kind == "flow":
             self._learned = {}  # the trial ended before submitting: do not stay serial for ever
         if rec.closed:  # already told (timed out); its thread has now let go of the run
@@ -487,7 +487,7 @@ class SweepDriver:
         """A worker left with its batch job (scancel, preemption) while running these keys:
         the trials they belong to run again; each keeps a count of attempts lost that way."""
         keys = set(msg.get("keys") or ())
-        for rec in self.inflight.values():
+        for rec in list(self.inflight.values()):
             own = set(rec.backend.futures) if rec.backend is not None else set()
             if rec.future is not None:
                 own.add(str(rec.future.key))
@@ -495,6 +495,12 @@ class SweepDriver:
                 continue
             rec.lost += 1
             self.study._storage.set_trial_user_attr(rec.trial._trial_id, LOST_ATTR, rec.lost)
+            if rec.lost >= MAX_LOST_ATTEMPTS:
+                self.inflight.pop(rec.number, None)
+                self._cancel(rec)
+                self._tell(rec, TrialState.FAIL, None,
+                           f"the trial's batch job ended under it {rec.lost} times (its own memory or time use?)", defer=True)
+                continue
             log.info("sweep '%s': trial %d lost its worker to the batch system (%s); it runs again",
                      self.plan.name, rec.number, msg.get("worker"))
 
@@ -534,6 +540,7 @@ class SweepDriver:
 
     def _abort(self, exc: BaseException) -> None:
         """The driver itself is going down (Ctrl-C, an error): close running trials as interrupted."""
+        self.handle.want(self._owner, None)  # batch jobs go as soon as their trials are cancelled
         for rec in list(self.inflight.values()):
             self._cancel(rec)
             try:
