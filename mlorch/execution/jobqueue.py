@@ -80,6 +80,14 @@ ENDING_STATES = {
     "CANCELLED", "COMPLETING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
     "PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED",  # a job that had a worker and went back: requeued
 }
+# Final states of a job the batch system ended (not the job's own processes): its workers' losses
+# are not the task's fault. COMPLETED/FAILED/OUT_OF_MEMORY mean the job's processes exited or
+# were killed from inside (a crash): those losses count. COMPLETING/CONFIGURING: not decided yet.
+BATCH_ENDED = {
+    "CANCELLED", "PREEMPTED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
+    "PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED",
+}
+UNDECIDED = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
 # Pending reasons that never clear by waiting: the cluster fails with the reason instead of waiting for ever.
 PERMANENT_REASONS = {
     "PartitionTimeLimit", "PartitionNodeLimit", "PartitionConfig", "PartitionDown", "PartitionInactive",
@@ -273,15 +281,15 @@ class BatchAwareScheduler(Scheduler):
     - distributed counts every unexpected worker loss against the task it ran and fails the
       task after ``allowed-failures`` losses (``KilledWorker``). On a batch system most losses
       are the queue's doing (scancel, preemption, walltime): after a loss, ``job_ending(name)``
-      is asked (for up to ~3 s, while the job leaves the queue) and, if the job is ending, the
-      count is taken back. A worker process that dies while its job lives (a segfault, an
-      out-of-memory kill) keeps its count.
+      is asked (until SLURM has a final state for the job) and, if the queue ended it, the
+      count is taken back. A worker process that dies while its job lives, or a job whose
+      processes died by themselves (a segfault, an out-of-memory kill) keeps its count.
     - Workers leave at their lifetime (before the walltime). Once a task's kind has a known
       duration (distributed's ``TaskPrefix.duration_average``), it does not start on a worker
       that leaves before it could end: it would be cut and run again.
     """
 
-    job_ending: Callable[[str], bool] | None = None
+    job_ending: Callable[[str], bool | None] | None = None
     max_lifetime: float | None = None  # seconds a worker lives at most; None: no lifetimes
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -349,10 +357,10 @@ class BatchAwareScheduler(Scheduler):
         return result
 
     async def _forgive_if_the_queue_ended_it(self, name: str, keys: list[Any]) -> None:
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + 10.0  # KillWait and job epilogues can keep a job COMPLETING
         while True:
             ending = await asyncio.to_thread(self.job_ending, name) if self.job_ending else False
-            if ending or time.monotonic() > deadline:
+            if ending is not None or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.25)
         if not ending:
@@ -387,8 +395,9 @@ def read_queue(kind: str, job_ids: list[str]) -> dict[str, tuple[str, str]] | No
     if kind != "slurm" or not job_ids:
         return {} if job_ids == [] else None
     try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"], capture_output=True, text=True, timeout=10, check=False
+        out = subprocess.run(  # -t all: ended jobs stay listed (MinJobAge, 300 s by default) with their final state
+            ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
+            capture_output=True, text=True, timeout=10, check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -470,12 +479,14 @@ class JobScaler:
         await cluster._correct_state()  # also resubmits a job dropped as ended (see _forget_ended)
 
     def _busy_jobs(self) -> set[str]:
-        """Jobs whose workers run or hold tasks now (read on the loop, from the in-process scheduler)."""
+        """Jobs whose workers run tasks or hold results now (read on the loop, from the in-process scheduler)."""
         scheduler = getattr(self.handle.cluster, "scheduler", None)
         workers = getattr(scheduler, "workers", None)
         if workers is None:
             return set(self.handle.cluster.worker_spec)  # unknown: keep everything
-        return {self.handle.job_of(str(ws.name)) for ws in workers.values() if ws.processing}
+        # Results held on a worker (a trial's output not yet fetched, keys shared across trials)
+        # would be lost with its job and computed again: such a job is busy too.
+        return {self.handle.job_of(str(ws.name)) for ws in workers.values() if ws.processing or ws.has_what}
 
     def on_queue(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
@@ -623,8 +634,9 @@ class JobqueueHandle(ClusterHandle):
         assert self.spec is not None
         return worker_name.rsplit("-", 1)[0] if self.spec.processes > 1 else worker_name
 
-    def job_ending(self, worker_name: str) -> bool:
-        """True when the batch system is ending (or has ended) the job of ``worker_name``."""
+    def job_ending(self, worker_name: str) -> bool | None:
+        """True when the batch system ended the job of ``worker_name`` (scancel, preemption, walltime),
+        False when the job lives on or ended by itself (a crash), None while SLURM has not decided."""
         name = self.job_of(worker_name)
         job = (getattr(self.cluster, "workers", {}) or {}).get(name)
         job_id = getattr(job, "job_id", None) or (self.scaler.job_ids.get(name) if self.scaler else None)
@@ -634,7 +646,9 @@ class JobqueueHandle(ClusterHandle):
         if states is None:
             return False  # cannot tell: count it, as distributed would
         state = states.get(str(job_id), ("GONE", ""))[0]
-        return state != "RUNNING" and (state in ENDING_STATES or state == "GONE")
+        if state in UNDECIDED:
+            return None
+        return state in BATCH_ENDED
 
     def close(self) -> None:
         try:
