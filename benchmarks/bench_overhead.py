@@ -94,10 +94,14 @@ def main() -> None:
         fanout(200, -2000)
         rows = []
         shapes = [
-            (f"fan-out/fan-in, {args.fanout} tasks", args.fanout, (raw_fanout, raw_futures_fanout), fanout,
-             lambda s: sum(range(s + 1, s + args.fanout + 1))),
-            (f"chain, {args.chain} tasks", args.chain, (raw_chain, raw_futures_chain), chain,
-             lambda s: s + args.chain),
+            (
+                f"fan-out/fan-in, {args.fanout} tasks",
+                args.fanout,
+                (raw_fanout, raw_futures_fanout),
+                fanout,
+                lambda s: sum(range(s + 1, s + args.fanout + 1)),
+            ),
+            (f"chain, {args.chain} tasks", args.chain, (raw_chain, raw_futures_chain), chain, lambda s: s + args.chain),
         ]
         for label, n, raws, ours, expect in shapes:
             times: dict[str, list[float]] = {"delayed": [], "futures": [], "mlorch": []}

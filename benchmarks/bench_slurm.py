@@ -43,9 +43,17 @@ def napping(x: float = 0.0, seconds: float = 0.5):
 
 def slurm_config(name: str, folder: Path) -> dict:
     return {
-        "kind": "slurm", "queue": "gpu", "walltime": "00:30:00", "cores": 1, "memory": "1GB", "interface": "lo",
-        "dashboard_address": "127.0.0.1:0", "job_name": name, "jobs": {"min": 0, "max": 2},
-        "log_directory": str(folder / "jobs"), "env": {"PYTHONPATH": str(ROOT)},
+        "kind": "slurm",
+        "queue": "gpu",
+        "walltime": "00:30:00",
+        "cores": 1,
+        "memory": "1GB",
+        "interface": "lo",
+        "dashboard_address": "127.0.0.1:0",
+        "job_name": name,
+        "jobs": {"min": 0, "max": 2},
+        "log_directory": str(folder / "jobs"),
+        "env": {"PYTHONPATH": str(ROOT)},
     }
 
 
@@ -65,8 +73,16 @@ def wait(predicate, timeout: float = 120.0) -> float:
 
 def sweep_rate(handle, trials: int, seconds: float, name: str) -> float:
     start = time.perf_counter()
-    study = mo.sweep(napping, space={"x": mo.uniform(0, 1), "seconds": seconds}, metric="loss", n_trials=trials,
-                     name=name, cluster=handle, progress=False, tracking=False)
+    study = mo.sweep(
+        napping,
+        space={"x": mo.uniform(0, 1), "seconds": seconds},
+        metric="loss",
+        n_trials=trials,
+        name=name,
+        cluster=handle,
+        progress=False,
+        tracking=False,
+    )
     assert study.n_finished == trials
     return trials / (time.perf_counter() - start)
 
@@ -82,8 +98,16 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         with mo.cluster(slurm_config(name, folder)) as handle:
-            first = mo.sweep(napping, space={"x": mo.uniform(0, 1), "seconds": 0.0}, metric="loss", n_trials=1,
-                             name=f"{name}-first", cluster=handle, progress=False, tracking=False)
+            first = mo.sweep(
+                napping,
+                space={"x": mo.uniform(0, 1), "seconds": 0.0},
+                metric="loss",
+                n_trials=1,
+                name=f"{name}-first",
+                cluster=handle,
+                progress=False,
+                tracking=False,
+            )
             first_trial = time.perf_counter() - t0
             assert first.n_finished == 1
             wait(lambda: jobs_in_queue(name) == 0)
@@ -102,7 +126,9 @@ def main() -> None:
     print(f"first trial running after mo.cluster(<slurm>): {first_trial:.2f} s (cluster start + job + worker start-up)")
     print(f"scale-up 0 -> 2 workers: {up:.2f} s; scale-down 2 -> 0 jobs in the queue: {down:.2f} s")
     print(f"throughput, {args.trials} trials of {args.seconds:g} s on 2 workers x 1 thread:")
-    print(f"  LocalCluster {local_rate:.2f} trials/s, SLURM {slurm_rate:.2f} trials/s, ratio SLURM/local {slurm_rate / local_rate:.2f}")
+    print(
+        f"  LocalCluster {local_rate:.2f} trials/s, SLURM {slurm_rate:.2f} trials/s, ratio SLURM/local {slurm_rate / local_rate:.2f}"
+    )
 
 
 if __name__ == "__main__":

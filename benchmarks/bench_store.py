@@ -28,8 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 MODES = ("default", "wal-normal", "sync-off")
-TAGS = {"mlflow.parentRunId": "0" * 32, "optuna.trial_number": "1", "optuna.study_name": "s", "mlorch.sweep": "s",
-        "optuna.trial_id": "3", "mlorch.pid": "1", "mlorch.host": "h", "mlorch.heartbeat": "1"}
+TAGS = {
+    "mlflow.parentRunId": "0" * 32,
+    "optuna.trial_number": "1",
+    "optuna.study_name": "s",
+    "mlorch.sweep": "s",
+    "optuna.trial_id": "3",
+    "mlorch.pid": "1",
+    "mlorch.host": "h",
+    "mlorch.heartbeat": "1",
+}
 
 
 def _store(folder: str) -> tuple[object, str]:
@@ -65,8 +73,12 @@ def public(mode: str, n: int) -> None:
             t0 = time.perf_counter()
             run_id = client.create_run(exp, run_name=f"t{i}", tags=TAGS).info.run_id
             t1 = time.perf_counter()
-            client.log_batch(run_id, metrics=[Metric("objective", 1.0, 0, 0)], params=[Param("x", "1.0")],
-                             tags=[RunTag("optuna.state", "COMPLETE")])
+            client.log_batch(
+                run_id,
+                metrics=[Metric("objective", 1.0, 0, 0)],
+                params=[Param("x", "1.0")],
+                tags=[RunTag("optuna.state", "COMPLETE")],
+            )
             t2 = time.perf_counter()
             client.set_terminated(run_id, "FINISHED")
             spent["create_run"] += t1 - t0
@@ -90,8 +102,13 @@ def bulk(n: int) -> None:
             for _ in range(n // size):
                 for i in range(size):
                     run_id = writer.start_run(exp, f"t{i}", TAGS)
-                    writer.end_run(run_id, "FINISHED", metrics=[("objective", 1.0, 0, 0)], params={"x": "1.0"},
-                                   tags={"optuna.state": "COMPLETE"})
+                    writer.end_run(
+                        run_id,
+                        "FINISHED",
+                        metrics=[("objective", 1.0, 0, 0)],
+                        params={"x": "1.0"},
+                        tags={"optuna.state": "COMPLETE"},
+                    )
                 assert writer.wait()
             elapsed = time.perf_counter() - start
             writer.close()

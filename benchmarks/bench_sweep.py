@@ -85,10 +85,17 @@ def bench_mlorch(n: int, folder: Path, external: bool) -> tuple[float, float]:
     if external:
         bindir = Path(sys.executable).parent
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        procs.append(subprocess.Popen([str(bindir / "dask"), "scheduler", "--port", "8799", "--dashboard-address", ":0",
-                                       "--no-show"], **quiet))
-        procs.append(subprocess.Popen([str(bindir / "dask"), "worker", "tcp://127.0.0.1:8799", "--nworkers", "2",
-                                       "--nthreads", "1", "--no-dashboard"], **quiet))
+        procs.append(
+            subprocess.Popen(
+                [str(bindir / "dask"), "scheduler", "--port", "8799", "--dashboard-address", ":0", "--no-show"], **quiet
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [str(bindir / "dask"), "worker", "tcp://127.0.0.1:8799", "--nworkers", "2", "--nthreads", "1", "--no-dashboard"],
+                **quiet,
+            )
+        )
         cluster_cm = mo.cluster({"kind": "address", "address": "tcp://127.0.0.1:8799"})
     else:
         cluster_cm = mo.cluster(n_workers=2, gpus=0, dashboard_address=None)
@@ -134,8 +141,17 @@ def bench_utilization(n: int) -> tuple[float, float, int, float]:
 
     with mo.cluster(n_workers=2, gpus=0, threads_per_worker=2, dashboard_address=None) as cluster:
         slots = sum(w["nthreads"] for w in cluster.client.scheduler_info(n_workers=-1)["workers"].values())
-        mo.sweep(sleepy, space={"seconds": mo.uniform(0.2, 1.0), "log": str(spans_file)}, metric="loss",
-                 n_trials=n, sampler="random", seed=0, name="bench-util", cluster=cluster, progress=False)
+        mo.sweep(
+            sleepy,
+            space={"seconds": mo.uniform(0.2, 1.0), "log": str(spans_file)},
+            metric="loss",
+            n_trials=n,
+            sampler="random",
+            seed=0,
+            name="bench-util",
+            cluster=cluster,
+            progress=False,
+        )
     spans = [tuple(json.loads(line)) for line in spans_file.read_text().splitlines()]
     first, last_start, last_end = min(s for s, _ in spans), max(s for s, _ in spans), max(e for _, e in spans)
     steady = sum(max(0.0, min(e, last_start) - s) for s, e in spans) / (slots * (last_start - first))
@@ -161,8 +177,10 @@ def main() -> None:
         print(f"  optuna study.optimize(n_jobs=2) + MLflowCallback        : {base:6.1f} trials/s")
         for label, text in (("local", "LocalCluster (scheduler in the driver)"), ("external", "separate scheduler process")):
             told, total = rates[label]
-            print(f"  mlorch mo.sweep, {text:38s}: {total:6.1f} trials/s end to end ({total / base:.2f}x); "
-                  f"{told:.1f} trials/s to the last tell ({told / base:.2f}x)")
+            print(
+                f"  mlorch mo.sweep, {text:38s}: {total:6.1f} trials/s end to end ({total / base:.2f}x); "
+                f"{told:.1f} trials/s to the last tell ({told / base:.2f}x)"
+            )
     if args.which in ("all", "utilization"):
         n = args.trials if args.which == "utilization" and args.trials else 120
         steady, overall, slots, wall = bench_utilization(n)

@@ -14,19 +14,6 @@ from mlorch.core.context import TaskContext, context
 from mlorch.core.flow import Flow, flow
 from mlorch.core.task import Task, task
 from mlorch.core.trace import FlowGraph, Ref
-from mlorch.tuning import Sweep, choice, intrange, loguniform, report, sweep, uniform
-from mlorch.tracking import (
-    Secret,
-    log_artifact,
-    log_figure,
-    log_metric,
-    log_metrics,
-    log_model,
-    log_param,
-    log_params,
-    set_model_alias,
-    set_tag,
-)
 from mlorch.errors import (
     ClusterError,
     ConfigError,
@@ -40,6 +27,19 @@ from mlorch.errors import (
     TaskFailedError,
     TaskTimeoutError,
 )
+from mlorch.tracking import (
+    Secret,
+    log_artifact,
+    log_figure,
+    log_metric,
+    log_metrics,
+    log_model,
+    log_param,
+    log_params,
+    set_model_alias,
+    set_tag,
+)
+from mlorch.tuning import Sweep, choice, intrange, loguniform, report, sweep, uniform
 
 __version__ = "0.1.0"
 

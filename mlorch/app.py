@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from mlorch.config import load_cluster_config
 from mlorch.config.schema import JobqueueClusterConfig, walltime_seconds

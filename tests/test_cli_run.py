@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
@@ -28,10 +28,11 @@ def cluster_yaml(tmp_path):
 
 @pytest.mark.slow
 def test_run_digits_prints_result_progress_and_worker_logs(tmp_path, cluster_yaml):
-    out = _mlorch(tmp_path, "run", "experiments/digits.py:pipeline", "--set", "epochs=3", "--set", "lr=0.05",
-                  "--cluster", cluster_yaml)
+    out = _mlorch(
+        tmp_path, "run", "experiments/digits.py:pipeline", "--set", "epochs=3", "--set", "lr=0.05", "--cluster", cluster_yaml
+    )
     assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout[out.stdout.index("{"):])
+    result = json.loads(out.stdout[out.stdout.index("{") :])
     assert set(result) == {"val_loss", "accuracy"} and 0.5 < result["accuracy"] <= 1.0
     assert "100% Completed" in out.stdout  # the progress bar was drawn while it ran
     # logging.info() inside train_fold ran on worker processes and reached this console, once per fold
@@ -58,8 +59,19 @@ def test_tracking_uri_flag_records_the_run_in_that_store(tmp_path, cluster_yaml)
     from mlflow import MlflowClient
 
     store = tmp_path / "elsewhere"
-    out = _mlorch(tmp_path, "run", "experiments/digits.py:pipeline", "--set", "epochs=2", "--no-progress",
-                  "--cluster", cluster_yaml, "--tracking-uri", str(store), tracking="on")
+    out = _mlorch(
+        tmp_path,
+        "run",
+        "experiments/digits.py:pipeline",
+        "--set",
+        "epochs=2",
+        "--no-progress",
+        "--cluster",
+        cluster_yaml,
+        "--tracking-uri",
+        str(store),
+        tracking="on",
+    )
     assert out.returncode == 0, out.stderr
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("digits").experiment_id])

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-PIPELINE = '''
+PIPELINE = """
 import os
 import mlorch as mo
 
@@ -40,7 +40,7 @@ def report(value: int) -> str:
 @mo.flow
 def pipeline(n: int = 5) -> str:
     return report(score(prepare(load(n))))
-'''
+"""
 
 
 @pytest.fixture
@@ -58,9 +58,23 @@ def _run(workspace, n=5):
     log.write_text("")
     env = {**os.environ, "MLORCH_HOME": str(workspace / "project"), "MLORCH_TEST_LOG": str(log), "MLORCH_TRACKING": "off"}
     out = subprocess.run(
-        [sys.executable, "-m", "mlorch", "run", "pipe.py:pipeline", "--set", f"n={n}", "--no-progress",
-         "--cluster", "cluster.yaml"],
-        cwd=workspace, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mlorch",
+            "run",
+            "pipe.py:pipeline",
+            "--set",
+            f"n={n}",
+            "--no-progress",
+            "--cluster",
+            "cluster.yaml",
+        ],
+        cwd=workspace,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     return out.stdout, sorted(log.read_text().split())

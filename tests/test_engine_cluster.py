@@ -74,11 +74,7 @@ def test_unreachable_address_is_a_cluster_error():
 
 
 def test_dashboard_link_is_printed(tmp_path):
-    code = (
-        "import mlorch as mo\n"
-        "with mo.cluster(n_workers=1, gpus=0, dashboard_address='127.0.0.1:0'):\n"
-        "    pass\n"
-    )
+    code = "import mlorch as mo\nwith mo.cluster(n_workers=1, gpus=0, dashboard_address='127.0.0.1:0'):\n    pass\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "local cluster with 1 worker(s); dashboard: http://127.0.0.1:" in out.stderr

@@ -33,7 +33,9 @@ def test_non_serializable_argument_names_task_and_argument():
 
 
 def test_wrong_arguments_name_the_task_and_its_signature():
-    with pytest.raises(mo.TaskArgumentError, match=r"task 'add\(x: int, y: int\) -> int' cannot be called with \(int, int, int\)"):
+    with pytest.raises(
+        mo.TaskArgumentError, match=r"task 'add\(x: int, y: int\) -> int' cannot be called with \(int, int, int\)"
+    ):
         wrong_call.graph()
     with pytest.raises(mo.TaskArgumentError, match="flow 'outer"):
         ef.outer.graph(1, 2)

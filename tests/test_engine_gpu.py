@@ -41,9 +41,7 @@ def test_half_gpu_tasks_pack_two_per_device(cluster):
     per_device = {}
     for r in results:
         per_device.setdefault(r[0], []).append(r)
-    packed = [
-        (a, b) for jobs in per_device.values() for a, b in itertools.combinations(jobs, 2) if _overlap(a, b)
-    ]
+    packed = [(a, b) for jobs in per_device.values() for a, b in itertools.combinations(jobs, 2) if _overlap(a, b)]
     assert packed, "0.5-GPU tasks never shared a device"
     for jobs in per_device.values():  # but never three on one device
         for a, b, c in itertools.combinations(jobs, 3):

@@ -27,9 +27,18 @@ def test_slurm_fields_become_sbatch_directives_and_worker_flags(tmp_path):
         "gpus_per_job: 2\njob_extra_directives: ['--constraint=a100']\njobs: {min: 0, max: 8}\n"
         "env: {WANDB_MODE: 'off'}\njobqueue: {job_script_prologue: ['module load cuda']}\n",
     )
-    for line in ("#SBATCH -p gpu", "#SBATCH -A my-project", "#SBATCH -t 02:00:00", "#SBATCH --cpus-per-task=4",
-                 "#SBATCH --constraint=a100", "#SBATCH --gres=gpu:2", "export WANDB_MODE=off",
-                 "export MLFLOW_DISABLE_TELEMETRY=true", "module load cuda", "export MLORCH_WORKERS_PER_JOB=2"):
+    for line in (
+        "#SBATCH -p gpu",
+        "#SBATCH -A my-project",
+        "#SBATCH -t 02:00:00",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --gres=gpu:2",
+        "export WANDB_MODE=off",
+        "export MLFLOW_DISABLE_TELEMETRY=true",
+        "module load cuda",
+        "export MLORCH_WORKERS_PER_JOB=2",
+    ):
         assert line in text.splitlines(), line
     command = text.splitlines()[-2]
     assert "--nworkers 2" in command and "--nthreads 2" in command  # one process per GPU, cores split
@@ -46,8 +55,7 @@ def test_security_off_is_explicit_and_plain_tcp(tmp_path):
 
 @pytest.mark.parametrize(
     ("kind", "expected"),
-    [("pbs", ["#PBS -q batch", "#PBS -l walltime=00:30:00", "#PBS -A acct"]),
-     ("sge", ["#$ -q batch", "#$ -l h_rt=00:30:00"])],
+    [("pbs", ["#PBS -q batch", "#PBS -l walltime=00:30:00", "#PBS -A acct"]), ("sge", ["#$ -q batch", "#$ -l h_rt=00:30:00"])],
 )
 def test_other_kinds_go_through_the_same_path(tmp_path, kind, expected):
     account = "account: acct\n" if kind == "pbs" else ""
@@ -85,7 +93,10 @@ def test_bad_fields_name_the_file_and_the_field(tmp_path, yaml_text, message):
 @pytest.mark.parametrize(
     ("yaml_text", "message"),
     [
-        ("kind: slurm\njobqueue: {job_script_prologe: [x]}\n", r"'jobqueue.job_script_prologe' is not a keyword of SLURMCluster; did you mean 'job_script_prologue'\?"),
+        (
+            "kind: slurm\njobqueue: {job_script_prologe: [x]}\n",
+            r"'jobqueue.job_script_prologe' is not a keyword of SLURMCluster; did you mean 'job_script_prologue'\?",
+        ),
         ("kind: slurm\njobqueue: {processes: 3}\n", r"'jobqueue.processes': set it with mlorch's field 'processes'"),
         ("kind: slurm\njobqueue: {walltime: '01:00:00'}\n", r"'jobqueue.walltime': set it with mlorch's field 'walltime'"),
         ("kind: htcondor\naccount: a\njobqueue: {disk: 1GB}\n", r"field 'account' is not supported by kind 'htcondor'"),
@@ -116,8 +127,9 @@ def test_cli_prints_the_job_script_and_rejects_local_kinds(tmp_path):
 
 
 def test_shipped_slurm_config_previews(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "mlorch", "cluster", "script", "configs/cluster/slurm.yaml"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "mlorch", "cluster", "script", "configs/cluster/slurm.yaml"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert "#SBATCH --gres=gpu:1" in out.stdout and "#SBATCH --constraint=a100" in out.stdout
 

@@ -11,8 +11,20 @@ PKG = Path(__file__).resolve().parents[1] / "mlorch"
 
 # package -> modules it must never import (directly, at any level of the file)
 FORBIDDEN = {
-    "core": ("distributed", "optuna", "mlflow", "dask_jobqueue", "yaml", "pydantic", "mlorch.execution",
-             "mlorch.tracking", "mlorch.tuning", "mlorch.config", "mlorch.app", "mlorch.cli"),
+    "core": (
+        "distributed",
+        "optuna",
+        "mlflow",
+        "dask_jobqueue",
+        "yaml",
+        "pydantic",
+        "mlorch.execution",
+        "mlorch.tracking",
+        "mlorch.tuning",
+        "mlorch.config",
+        "mlorch.app",
+        "mlorch.cli",
+    ),
     "config": ("distributed", "optuna", "mlflow", "mlorch.core", "mlorch.execution", "mlorch.tuning", "mlorch.tracking"),
     "execution": ("optuna", "mlflow", "mlorch.tuning", "mlorch.tracking", "mlorch.cli"),
 }

@@ -20,11 +20,15 @@ def test_digits_sweep_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLORCH_TRACKING", "on")
     nb = nbformat.read(os.path.join(ROOT, "notebooks", "digits_sweep.ipynb"), as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}})
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": os.path.join(ROOT, "notebooks")}}
+    )
     client.execute()
-    outputs = {i: "".join(o.get("text", "") or str(o.get("data", {}).get("text/plain", "")) for o in cell.get("outputs", []))
-               for i, cell in enumerate(nb.cells) if cell.cell_type == "code"}
+    outputs = {
+        i: "".join(o.get("text", "") or str(o.get("data", {}).get("text/plain", "")) for o in cell.get("outputs", []))
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+    }
     best = next(text for text in outputs.values() if "best params:" in text)
     assert "'lr':" in best and "'hidden':" in best and "best MLflow run:" in best
     table = next(outputs[i] for i, cell in enumerate(nb.cells) if "trials_dataframe()" in cell.source)

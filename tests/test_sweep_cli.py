@@ -66,11 +66,17 @@ def test_cli_runs_then_resumes_by_name(tmp_path):
     env = {**os.environ, "MLORCH_HOME": str(tmp_path / "project"), "MLORCH_TRACKING": "off"}
 
     def run(*extra):
-        out = subprocess.run([sys.executable, "-m", "mlorch", "sweep", str(path), *extra],
-                             env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, "-m", "mlorch", "sweep", str(path), *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
         assert out.returncode == 0, out.stderr
         run.stderr = out.stderr
-        return json.loads(out.stdout[out.stdout.index("{"):])
+        return json.loads(out.stdout[out.stdout.index("{") :])
 
     first = run()
     assert first["finished_trials"] == 3 and set(first["best_params"]) == {"lr", "depth", "n"}
@@ -93,8 +99,14 @@ def test_tracking_uri_in_the_yaml_points_the_sweep_at_that_store(tmp_path):
     path.write_text(TINY.format(root=ROOT) + f"tracking_uri: {store}\n")
     env = {**os.environ, "MLORCH_HOME": str(tmp_path / "project"), "MLORCH_TRACKING": "on"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    out = subprocess.run([sys.executable, "-m", "mlorch", "sweep", str(path), "--no-progress"],
-                         env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "mlorch", "sweep", str(path), "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -108,11 +120,27 @@ def test_the_shipped_digits_sweep_runs_from_the_cli(tmp_path):
 
     env = {**os.environ, "MLORCH_HOME": str(tmp_path / "project"), "MLORCH_TRACKING": "on"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    out = subprocess.run([sys.executable, "-m", "mlorch", "sweep", "configs/sweeps/digits.yaml", "--no-progress",
-                          "--n-trials", "2", "--name", "digits-cli-test"],
-                         env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlorch",
+            "sweep",
+            "configs/sweeps/digits.yaml",
+            "--no-progress",
+            "--n-trials",
+            "2",
+            "--name",
+            "digits-cli-test",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout[out.stdout.index("{"):])
+    result = json.loads(out.stdout[out.stdout.index("{") :])
     assert result["finished_trials"] == 2 and set(result["best_params"]) == {"lr", "hidden", "alpha", "epochs"}
     client = MlflowClient(f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}")
     run = client.get_run(result["best_run_id"])

@@ -11,15 +11,23 @@ from optuna.trial import TrialState
 
 import mlorch as mo
 from tests.resources import sweep_flows as sf
-from tests.tracking_fixtures import children, artifact_paths
+from tests.tracking_fixtures import artifact_paths, children
 
 SPACE = {"lr": mo.loguniform(1e-4, 1e-1), "depth": mo.intrange(2, 12)}
 
 
 def test_flow_sweep_parent_and_child_runs_and_shared_upstream(cluster, store, log):
     study = mo.sweep(
-        sf.pipeline, space=SPACE, metric="val_loss", direction="minimize", n_trials=6,
-        sampler="tpe", seed=0, name="basic", cluster=cluster, progress=False,
+        sf.pipeline,
+        space=SPACE,
+        metric="val_loss",
+        direction="minimize",
+        n_trials=6,
+        sampler="tpe",
+        seed=0,
+        name="basic",
+        cluster=cluster,
+        progress=False,
     )
     trials = study.study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
@@ -60,8 +68,14 @@ def test_failures_are_fail_in_optuna_and_failed_in_mlflow(cluster, store, log, p
     for kind in ("ok", "raise", "nan", "slow", "ok"):
         pre.enqueue_trial({"kind": kind, "x": 0.25})
     study = mo.sweep(
-        sf.failing, space={"kind": mo.choice(["ok", "raise", "nan", "slow"]), "x": mo.uniform(0, 1)},
-        metric="score", n_trials=5, timeout=3, name="failures", cluster=cluster, progress=False,
+        sf.failing,
+        space={"kind": mo.choice(["ok", "raise", "nan", "slow"]), "x": mo.uniform(0, 1)},
+        metric="score",
+        n_trials=5,
+        timeout=3,
+        name="failures",
+        cluster=cluster,
+        progress=False,
         max_concurrency=2,
     )
     by_kind = {}
@@ -83,8 +97,9 @@ def test_failures_are_fail_in_optuna_and_failed_in_mlflow(cluster, store, log, p
 
 def test_gpu_trials_never_share_a_device(cluster, log, project, monkeypatch):
     monkeypatch.setenv("MLORCH_TRACKING", "off")
-    study = mo.sweep(sf.gpu_flow, space={"x": mo.uniform(0, 1)}, metric="loss", n_trials=6,
-                     name="gpus", cluster=cluster, progress=False)
+    study = mo.sweep(
+        sf.gpu_flow, space={"x": mo.uniform(0, 1)}, metric="loss", n_trials=6, name="gpus", cluster=cluster, progress=False
+    )
     assert study.max_concurrency == 2  # 1-GPU tasks, 2 GPU slots (4 thread slots)
     rows = sf.records(log, "gpu")
     assert len(rows) == 6 and all(len(r["ids"]) == 1 and r["ids"][0] in (0, 1) for r in rows)
@@ -96,8 +111,7 @@ def test_gpu_trials_never_share_a_device(cluster, log, project, monkeypatch):
 
 def test_fractional_gpu_objective_runs_two_per_device(cluster, log, project, monkeypatch):
     monkeypatch.setenv("MLORCH_TRACKING", "off")
-    study = mo.sweep(sf.gpu_objective, n_trials=8, resources={"GPU": 0.5}, name="half-gpus",
-                     cluster=cluster, progress=False)
+    study = mo.sweep(sf.gpu_objective, n_trials=8, resources={"GPU": 0.5}, name="half-gpus", cluster=cluster, progress=False)
     assert study.max_concurrency == 4
     rows = sf.records(log, "gpu")
     assert len(rows) == 8
@@ -107,8 +121,7 @@ def test_fractional_gpu_objective_runs_two_per_device(cluster, log, project, mon
 
 
 def test_plain_optuna_objective_runs_unchanged(cluster, store, project):
-    study = mo.sweep(sf.objective, n_trials=6, seed=1, name="plain", cluster=cluster, progress=False,
-                     pruner="median")
+    study = mo.sweep(sf.objective, n_trials=6, seed=1, name="plain", cluster=cluster, progress=False, pruner="median")
     trials = study.study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
     assert all(set(t.params) == {"x", "kind"} for t in trials)
@@ -122,15 +135,31 @@ def test_plain_optuna_objective_runs_unchanged(cluster, store, project):
 
 def test_multi_objective(cluster, project, monkeypatch):
     monkeypatch.setenv("MLORCH_TRACKING", "off")
-    study = mo.sweep(sf.two_objectives, metrics=["a", "b"], directions=["minimize", "minimize"],
-                     n_trials=5, sampler="nsga2", name="pareto", cluster=cluster, progress=False)
+    study = mo.sweep(
+        sf.two_objectives,
+        metrics=["a", "b"],
+        directions=["minimize", "minimize"],
+        n_trials=5,
+        sampler="nsga2",
+        name="pareto",
+        cluster=cluster,
+        progress=False,
+    )
     assert [t.state for t in study.study.trials] == [TrialState.COMPLETE] * 5
     assert study.best_trials and all(len(t.values) == 2 for t in study.best_trials)
 
 
 def test_notebook_handle_returns_at_once_stops_cleanly(cluster, store, log):
-    handle = mo.sweep(sf.pipeline, space={**SPACE, "sleep": 0.4}, metric="val_loss", n_trials=40,
-                      name="notebook", cluster=cluster, wait=False, progress=True)
+    handle = mo.sweep(
+        sf.pipeline,
+        space={**SPACE, "sleep": 0.4},
+        metric="val_loss",
+        n_trials=40,
+        name="notebook",
+        cluster=cluster,
+        wait=False,
+        progress=True,
+    )
     assert not handle.done()
     deadline = time.monotonic() + 60
     while handle.n_finished < 2 and time.monotonic() < deadline:
@@ -156,8 +185,16 @@ def test_notebook_handle_returns_at_once_stops_cleanly(cluster, store, log):
 
 
 def test_best_trials_model_gets_alias_best(cluster, store):
-    study = mo.sweep(sf.model_flow, space={"c": mo.loguniform(0.01, 100)}, metric="loss", n_trials=3,
-                     name="models", cluster=cluster, progress=False, max_concurrency=1)
+    study = mo.sweep(
+        sf.model_flow,
+        space={"c": mo.loguniform(0.01, 100)},
+        metric="loss",
+        n_trials=3,
+        name="models",
+        cluster=cluster,
+        progress=False,
+        max_concurrency=1,
+    )
     version = store.client.get_model_version_by_alias("sweep-clf", "best")
     assert version.run_id == study.best_run_id
 
@@ -171,8 +208,16 @@ def test_metric_missing_from_an_opaque_result_stops_the_sweep(cluster, project, 
         return out
 
     with pytest.raises(mo.ConfigError, match=r"metric: flow 'opaque' returned no 'loss' \(it returned: other\)"):
-        mo.sweep(opaque, space={"x": mo.uniform(0, 1)}, metric="loss", n_trials=20, name="opaque",
-                 cluster=cluster, progress=False, max_concurrency=1)
+        mo.sweep(
+            opaque,
+            space={"x": mo.uniform(0, 1)},
+            metric="loss",
+            n_trials=20,
+            name="opaque",
+            cluster=cluster,
+            progress=False,
+            max_concurrency=1,
+        )
     from mlorch.tuning.storage import open_storage
 
     assert len(optuna.load_study(study_name="opaque", storage=open_storage(None)[0]).trials) == 1  # stopped at once
@@ -222,8 +267,16 @@ def test_an_objective_trial_is_a_running_child_run_while_it_runs(cluster, store,
 
 def test_a_failed_shared_step_is_recomputed_for_later_trials(cluster, store, log, tmp_path):
     marker = str(tmp_path / "failed-once")
-    study = mo.sweep(sf.flaky_pipeline, space={"lr": mo.uniform(0.01, 0.5), "marker": marker}, metric="val_loss",
-                     n_trials=3, max_concurrency=1, name="flaky-shared", cluster=cluster, progress=False)
+    study = mo.sweep(
+        sf.flaky_pipeline,
+        space={"lr": mo.uniform(0.01, 0.5), "marker": marker},
+        metric="val_loss",
+        n_trials=3,
+        max_concurrency=1,
+        name="flaky-shared",
+        cluster=cluster,
+        progress=False,
+    )
     states = [t.state for t in sorted(study.study.trials, key=lambda t: t.number)]
     assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert len(sf.records(log, "flaky_load")) == 2  # failed once, then computed once and shared

@@ -8,7 +8,6 @@ from optuna.trial import TrialState
 import mlorch as mo
 from tests.resources import sweep_flows as sf
 
-
 STEPS = 12
 PRUNERS = {
     "median": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
@@ -20,9 +19,17 @@ PRUNERS = {
 @pytest.mark.parametrize("pruner", list(PRUNERS))
 def test_pruner_stops_trials_on_the_workers(pruner, cluster, store, log):
     study = mo.sweep(
-        sf.learning, space={"lr": mo.uniform(0, 1), "steps": STEPS}, metric="loss", n_trials=10,
-        sampler="random", seed=3, pruner=PRUNERS[pruner], max_concurrency=2, name=f"prune-{pruner}",
-        cluster=cluster, progress=False,
+        sf.learning,
+        space={"lr": mo.uniform(0, 1), "steps": STEPS},
+        metric="loss",
+        n_trials=10,
+        sampler="random",
+        seed=3,
+        pruner=PRUNERS[pruner],
+        max_concurrency=2,
+        name=f"prune-{pruner}",
+        cluster=cluster,
+        progress=False,
     )
     trials = study.study.trials
     assert len(trials) == 10 and {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}

@@ -25,12 +25,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_worker_killed_mid_trial_reruns_that_trial_elsewhere(cluster, store, log, tmp_path, project):
     marker = tmp_path / "killed-once"
     pre = optuna.create_study(
-        study_name="kill", storage=optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(default_journal_path())))
+        study_name="kill",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(default_journal_path()))),
     )
     pre.enqueue_trial({"x": 0.9, "marker": str(marker)})  # the first trial kills its worker
-    study = mo.sweep(sf.killer, space={"x": mo.uniform(0, 1), "marker": mo.choice(["", str(marker)])}, metric="loss", n_trials=4,
-                     name="kill", cluster=cluster, progress=False, max_concurrency=2)
+    study = mo.sweep(
+        sf.killer,
+        space={"x": mo.uniform(0, 1), "marker": mo.choice(["", str(marker)])},
+        metric="loss",
+        n_trials=4,
+        name="kill",
+        cluster=cluster,
+        progress=False,
+        max_concurrency=2,
+    )
     assert marker.exists()
     trials = study.study.trials
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
@@ -59,8 +67,13 @@ def test_driver_killed_mid_sweep_resumes_to_exactly_n_trials(cluster, store, pro
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(root=ROOT, address=cluster.client.scheduler.address))
     env = {**os.environ, "MLORCH_HOME": str(project), "MLFLOW_TRACKING_URI": store.tracking_uri}
-    proc = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.log", "w"))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "driver.log", "w"),
+    )
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(default_journal_path())))
     try:
         deadline = time.monotonic() + 120
@@ -83,8 +96,17 @@ def test_driver_killed_mid_sweep_resumes_to_exactly_n_trials(cluster, store, pro
     interrupted = [t for t in before if t.state == TrialState.RUNNING]
     assert interrupted
 
-    study = mo.sweep(sf.slow, space={"x": mo.uniform(0, 1), "seconds": 1.5}, metric="loss", n_trials=8,
-                     max_concurrency=2, name="resume", seed=0, progress=False, cluster=cluster)
+    study = mo.sweep(
+        sf.slow,
+        space={"x": mo.uniform(0, 1), "seconds": 1.5},
+        metric="loss",
+        n_trials=8,
+        max_concurrency=2,
+        name="resume",
+        seed=0,
+        progress=False,
+        cluster=cluster,
+    )
     trials = study.study.trials
     closed = [t for t in trials if t.user_attrs.get("mlorch.interrupted")]
     counted = [t for t in trials if not t.user_attrs.get("mlorch.interrupted")]
@@ -171,8 +193,17 @@ def test_runs_still_queued_when_the_driver_died_are_written_on_resume(cluster, s
 
 def test_a_second_driver_on_a_running_sweep_is_refused_and_touches_nothing(cluster, store, project):
     space = {"x": mo.uniform(0, 1), "seconds": 1.0}
-    first = mo.sweep(sf.slow, space=space, metric="loss", n_trials=3, max_concurrency=1, name="busy",
-                     wait=False, progress=False, cluster=cluster)
+    first = mo.sweep(
+        sf.slow,
+        space=space,
+        metric="loss",
+        n_trials=3,
+        max_concurrency=1,
+        name="busy",
+        wait=False,
+        progress=False,
+        cluster=cluster,
+    )
     with pytest.raises(mo.SweepRunningError, match=rf"sweep 'busy' is already running \(pid {os.getpid()} on "):
         mo.sweep(sf.slow, space=space, metric="loss", n_trials=3, name="busy", progress=False, cluster=cluster)
     first.result()

@@ -15,8 +15,9 @@ GOOD = {"lr": mo.loguniform(1e-4, 1e-1), "depth": mo.intrange(2, 8)}
 
 def sweep_now(**overrides):
     """Call mo.sweep with overrides; no cluster exists, so reaching the trials would start one (and fail the test)."""
-    kwargs = dict(space=GOOD, metric="val_loss", direction="minimize", n_trials=2, progress=False,
-                  cluster="/nonexistent/cluster.yaml")
+    kwargs = dict(
+        space=GOOD, metric="val_loss", direction="minimize", n_trials=2, progress=False, cluster="/nonexistent/cluster.yaml"
+    )
     kwargs.update(overrides)
     return mo.sweep(overrides.pop("target", sf.pipeline), **{k: v for k, v in kwargs.items() if k != "target"})
 
@@ -46,16 +47,23 @@ def test_bad_space_names_the_parameter(space, message, project):
         ({"pruner": "medain"}, r"pruner: unknown pruner 'medain'; did you mean 'median'\?"),
         ({"pruner": {"name": "median", "n_startup": 2}}, r"pruner: cannot build MedianPruner"),
         ({"direction": "minimise"}, r"direction: 'minimise' is neither 'minimize' nor 'maximize'; did you mean 'minimize'\?"),
-        ({"metric": "val_los"}, r"metric: flow 'pipeline' never returns 'val_los'; did you mean 'val_loss'\? \(it returns: accuracy, val_loss\)"),
+        (
+            {"metric": "val_los"},
+            r"metric: flow 'pipeline' never returns 'val_los'; did you mean 'val_loss'\? \(it returns: accuracy, val_loss\)",
+        ),
         ({"metric": None}, r"metric: name the value of flow 'pipeline' to optimise"),
         ({"n_trials": 0}, r"n_trials: expected an integer >= 1"),
         ({"max_concurrency": 0}, r"max_concurrency: expected None"),
         ({"timeout": -1}, r"timeout: expected seconds > 0"),
         ({"resources": {"GPU": 0}}, r"resources\['GPU'\]: expected a positive number"),
-        ({"metric": None, "metrics": ["val_loss", "accuracy"], "directions": ["minimize"]},
-         r"directions: 1 direction\(s\) for 2 metric\(s\)"),
-        ({"metric": None, "metrics": ["val_loss", "accuracy"], "directions": ["minimize", "maximize"], "pruner": "median"},
-         r"pruner: Optuna cannot prune multi-objective studies"),
+        (
+            {"metric": None, "metrics": ["val_loss", "accuracy"], "directions": ["minimize"]},
+            r"directions: 1 direction\(s\) for 2 metric\(s\)",
+        ),
+        (
+            {"metric": None, "metrics": ["val_loss", "accuracy"], "directions": ["minimize", "maximize"], "pruner": "median"},
+            r"pruner: Optuna cannot prune multi-objective studies",
+        ),
         ({"storage": 42}, r"storage: expected None, a journal file path"),
     ],
 )
@@ -68,6 +76,7 @@ def test_bad_target_and_missing_space(project):
     with pytest.raises(mo.ConfigError, match=r"target: expected an @mo.flow or an Optuna objective"):
         mo.sweep(42, n_trials=1, progress=False)
     with pytest.raises(mo.ConfigError, match=r"target: 'f' is neither an @mo.flow nor an Optuna objective"):
+
         def f(a, b):
             return a
 
@@ -105,13 +114,25 @@ def test_returned_keys_reads_dict_literals_only():
 
 def test_space_from_yaml_mapping():
     space = space_from_config(
-        {"lr": {"loguniform": ["1e-4", 0.1]}, "depth": {"intrange": [2, 12], "step": 2},
-         "opt": {"choice": ["adam", "sgd"]}, "x": {"uniform": [0, 1], "step": 0.25}, "n": 100},
+        {
+            "lr": {"loguniform": ["1e-4", 0.1]},
+            "depth": {"intrange": [2, 12], "step": 2},
+            "opt": {"choice": ["adam", "sgd"]},
+            "x": {"uniform": [0, 1], "step": 0.25},
+            "n": 100,
+        },
         "sweep.yaml",
     )
-    assert space == {"lr": mo.loguniform(1e-4, 0.1), "depth": mo.intrange(2, 12, step=2),
-                     "opt": mo.choice(["adam", "sgd"]), "x": mo.uniform(0.0, 1.0, 0.25), "n": 100}
-    with pytest.raises(mo.ConfigError, match=r"sweep.yaml: field 'space.lr': expected exactly one of .*did you mean 'loguniform'\?"):
+    assert space == {
+        "lr": mo.loguniform(1e-4, 0.1),
+        "depth": mo.intrange(2, 12, step=2),
+        "opt": mo.choice(["adam", "sgd"]),
+        "x": mo.uniform(0.0, 1.0, 0.25),
+        "n": 100,
+    }
+    with pytest.raises(
+        mo.ConfigError, match=r"sweep.yaml: field 'space.lr': expected exactly one of .*did you mean 'loguniform'\?"
+    ):
         space_from_config({"lr": {"logunifrom": [1, 2]}}, "sweep.yaml")
     with pytest.raises(mo.ConfigError, match=r"sweep.yaml: field 'space.lr': space\['lr'\]: loguniform\(1.0, 0.1\) is an empty"):
         space_from_config({"lr": {"loguniform": [1, 0.1]}}, "sweep.yaml")
@@ -121,9 +142,7 @@ def test_unmet_resources_fail_before_any_trial(cluster, project, monkeypatch):
     monkeypatch.setenv("MLORCH_TRACKING", "off")
     with pytest.raises(mo.ResourceUnavailableError, match=r"resources: a trial asks for TPU=1"):
         mo.sweep(sf.objective, n_trials=1, resources={"TPU": 1}, cluster=cluster, progress=False, name="tpu")
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(project / "optuna" / "journal.log"))
-    )
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(project / "optuna" / "journal.log")))
     study = optuna.load_study(study_name="tpu", storage=storage)
     assert study.trials == []
 
@@ -142,9 +161,8 @@ def test_flow_tasks_asking_for_missing_resources_stop_the_sweep(cluster, project
     """A flow's task resources are only known once traced: the first trial fails fast and the sweep stops."""
     monkeypatch.setenv("MLORCH_TRACKING", "off")
     with pytest.raises(mo.ResourceUnavailableError, match=r"task '_needs_tpu' asks for resources \{'TPU': 1.0\}"):
-        mo.sweep(_tpu_flow, space={"x": mo.uniform(0, 1)}, metric="loss", n_trials=10, cluster=cluster,
-                 progress=False, name="tpu-flow")
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(project / "optuna" / "journal.log"))
-    )
+        mo.sweep(
+            _tpu_flow, space={"x": mo.uniform(0, 1)}, metric="loss", n_trials=10, cluster=cluster, progress=False, name="tpu-flow"
+        )
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(project / "optuna" / "journal.log")))
     assert len(optuna.load_study(study_name="tpu-flow", storage=storage).trials) == 1

@@ -24,9 +24,14 @@ def _view(run):
     """What a user sees of a run, without what differs between any two runs (ids, times)."""
     tags = {k: v for k, v in run.data.tags.items() if k not in ("mlflow.runName",)}
     return {
-        "status": run.info.status, "lifecycle": run.info.lifecycle_stage, "tags": tags,
-        "params": run.data.params, "metrics": run.data.metrics, "ended": run.info.end_time is not None,
-        "artifacts": run.info.artifact_uri.replace(run.info.run_id, "<id>"), "user": run.info.user_id,
+        "status": run.info.status,
+        "lifecycle": run.info.lifecycle_stage,
+        "tags": tags,
+        "params": run.data.params,
+        "metrics": run.data.metrics,
+        "ended": run.info.end_time is not None,
+        "artifacts": run.info.artifact_uri.replace(run.info.run_id, "<id>"),
+        "user": run.info.user_id,
     }
 
 
@@ -42,8 +47,12 @@ def test_a_batched_run_reads_back_like_one_written_through_mlflow(store, bulk):
     params = {"lr": "0.01", "depth": "4"}
 
     public = client.create_run(exp, run_name="same", tags=tags).info.run_id
-    client.log_batch(public, metrics=[Metric(*p) for p in points], params=[Param(k, v) for k, v in params.items()],
-                     tags=[RunTag("optuna.state", "COMPLETE")])
+    client.log_batch(
+        public,
+        metrics=[Metric(*p) for p in points],
+        params=[Param(k, v) for k, v in params.items()],
+        tags=[RunTag("optuna.state", "COMPLETE")],
+    )
     client.set_terminated(public, "FINISHED")
 
     batched = bulk.start_run(exp, "same", tags)
@@ -70,8 +79,13 @@ def test_a_run_written_across_batches_keeps_one_value_per_tag_and_the_first_para
     bulk.log(run_id, metrics=[("loss", 1.0, 10, 0), ("loss", 0.5, 11, 1)], params={"lr": "0.1"})
     assert bulk.wait()
     bulk.log(run_id, metrics=[("loss", 9.0, 5, 0)])  # an older step: history grows, latest stays
-    bulk.end_run(run_id, "FAILED", metrics=[("loss", 0.25, 12, 2)], params={"lr": "0.1"},
-                 tags={"optuna.state": "FAIL", "mlorch.error": "boom"})
+    bulk.end_run(
+        run_id,
+        "FAILED",
+        metrics=[("loss", 0.25, 12, 2)],
+        params={"lr": "0.1"},
+        tags={"optuna.state": "FAIL", "mlorch.error": "boom"},
+    )
     assert bulk.wait()
 
     run = client.get_run(run_id)
@@ -86,8 +100,9 @@ def test_nan_and_infinite_values_are_stored_as_mlflow_stores_them(store, bulk):
     client = store.client
     exp = store.experiment_id("bulk-special")
     run_id = bulk.start_run(exp, "special", {})
-    bulk.end_run(run_id, "FINISHED", metrics=[("nan", float("nan"), 1, 0), ("inf", float("inf"), 1, 0),
-                                              ("ninf", float("-inf"), 1, 0)])
+    bulk.end_run(
+        run_id, "FINISHED", metrics=[("nan", float("nan"), 1, 0), ("inf", float("inf"), 1, 0), ("ninf", float("-inf"), 1, 0)]
+    )
     assert bulk.wait()
     metrics = client.get_run(run_id).data.metrics
     assert math.isnan(metrics["nan"])
@@ -133,7 +148,12 @@ def test_a_failed_batch_is_written_run_by_run(store, bulk, caplog):
     assert [v for _, _, v in _history(client, first, "loss")] == [1.0, 0.5]
     assert client.get_run(first).info.status == "FINISHED"
     run = client.get_run(other)
-    assert (run.info.status, run.data.params, run.data.tags["k"], run.data.metrics) == ("FINISHED", {"p": "1"}, "v", {"loss": 3.0})
+    assert (run.info.status, run.data.params, run.data.tags["k"], run.data.metrics) == (
+        "FINISHED",
+        {"p": "1"},
+        "v",
+        {"loss": 3.0},
+    )
 
 
 def test_a_store_behind_a_server_is_not_written_in_bulk():

@@ -97,9 +97,10 @@ def test_torch_model_registered_and_loadable(sealed_cluster, store):
 
 
 def test_flavor_detection_refuses_unknown_models():
-    from mlorch.tracking.models import detect_flavor
     from sklearn.linear_model import LinearRegression
     from torch import nn
+
+    from mlorch.tracking.models import detect_flavor
 
     assert detect_flavor(LinearRegression()) == "sklearn"
     assert detect_flavor(nn.Linear(2, 2)) == "pytorch"

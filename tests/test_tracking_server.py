@@ -37,7 +37,11 @@ def _start_ui(home) -> tuple[subprocess.Popen, str]:
     env["MLORCH_HOME"] = str(home)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlorch", "ui", "--port", str(_free_port())],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
     )
     url = None
     deadline = time.monotonic() + 150
@@ -116,14 +120,24 @@ def test_sweeps_track_to_the_mlflow_server_over_http(ui, cluster, tmp_path, monk
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     monkeypatch.setenv("MLORCH_HOME", str(tmp_path / "sweep-project"))
     objective = mo.sweep(sf.objective, n_trials=6, name="http-objective", cluster=cluster, progress=False)
-    flow = mo.sweep(sf.learning, space={"lr": mo.uniform(0.01, 0.5), "steps": 4}, metric="loss", n_trials=3,
-                    name="http-flow", cluster=cluster, progress=False)
+    flow = mo.sweep(
+        sf.learning,
+        space={"lr": mo.uniform(0.01, 0.5), "steps": 4},
+        metric="loss",
+        n_trials=3,
+        name="http-flow",
+        cluster=cluster,
+        progress=False,
+    )
     client = MlflowClient(url)
     for sweep in (objective, flow):
         assert client.get_run(sweep.parent_run_id).info.status == "FINISHED"
-        runs = {r.info.run_id: r for r in client.search_runs(
-            [client.get_run(sweep.parent_run_id).info.experiment_id],
-            f"tags.mlflow.parentRunId = '{sweep.parent_run_id}'")}
+        runs = {
+            r.info.run_id: r
+            for r in client.search_runs(
+                [client.get_run(sweep.parent_run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{sweep.parent_run_id}'"
+            )
+        }
         trials = sweep.study.trials
         assert len(runs) == len(trials) and {t.user_attrs["mlflow_run_id"] for t in trials} == set(runs)
         for t in trials:

@@ -58,10 +58,19 @@ def test_worker_death_is_recorded(cluster, store):
 
 def _start_driver(tmp_path: Path, store) -> tuple[subprocess.Popen, Path]:
     marker = tmp_path / "started"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store.tracking_uri, "MLORCH_HEARTBEAT_SECONDS": "1",
-           "MLORCH_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen([sys.executable, str(DRIVER), str(marker)], env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": store.tracking_uri,
+        "MLORCH_HEARTBEAT_SECONDS": "1",
+        "MLORCH_HOME": str(tmp_path / "home"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), str(marker)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 120
     while not marker.exists():
         if proc.poll() is not None:

@@ -17,8 +17,16 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 QUIET_UI = """
 for (const [k, v] of Object.entries({
   "mlflow.assistant.panelOpen_v1": false, "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": true,
@@ -30,15 +38,25 @@ for (const [k, v] of Object.entries({
 @pytest.fixture
 def populated_project(tmp_path, monkeypatch, cluster):
     """A project whose store holds one sweep: a parent run and 3 child runs with per-step metrics."""
-    import mlorch as mo
     from mlflow import MlflowClient
+
+    import mlorch as mo
     from tests.resources.ui_flows import trainer
 
     monkeypatch.setenv("MLORCH_HOME", str(tmp_path / "project"))
     monkeypatch.setenv("MLORCH_TRACKING", "on")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    study = mo.sweep(trainer, space={"lr": mo.uniform(0.05, 0.3)}, metric="val_loss", direction="minimize",
-                     n_trials=3, name="ui-sweep", seed=0, progress=False, cluster=cluster)
+    study = mo.sweep(
+        trainer,
+        space={"lr": mo.uniform(0.05, 0.3)},
+        metric="val_loss",
+        direction="minimize",
+        n_trials=3,
+        name="ui-sweep",
+        seed=0,
+        progress=False,
+        cluster=cluster,
+    )
     uri = f"sqlite:///{tmp_path / 'project' / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("ui-check")
@@ -56,8 +74,15 @@ def test_sweep_is_browsable_in_the_mlflow_ui(populated_project, tmp_path):
     home, experiment_id, parent, children, study = populated_project
     env = {**os.environ, "MLORCH_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    ui = subprocess.Popen([sys.executable, "-m", "mlorch", "ui", "--port", "0"], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "mlorch", "ui", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
         seen = []
         for line in ui.stdout:  # the server's own start-up lines come first

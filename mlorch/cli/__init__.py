@@ -10,7 +10,7 @@ import argparse
 import importlib
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from mlorch.errors import MlorchError
 
@@ -23,7 +23,7 @@ COMMANDS = {"run": "mlorch.cli.run", "sweep": "mlorch.cli.sweep", "ui": "mlorch.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlorch", description="Run ML flows and sweeps on a Dask cluster.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         importlib.import_module(module).add_parser(sub)
     return parser
 

@@ -25,6 +25,8 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = load_cluster_config(args.config)
     if not isinstance(cfg, JobqueueClusterConfig):
-        raise ConfigError(f"{args.config}: kind '{cfg.kind}' submits no job script (batch kinds: slurm, pbs, sge, lsf, htcondor, oar)")
+        raise ConfigError(
+            f"{args.config}: kind '{cfg.kind}' submits no job script (batch kinds: slurm, pbs, sge, lsf, htcondor, oar)"
+        )
     print(job_script(jobqueue_spec(cfg, args.config)), end="")
     return 0

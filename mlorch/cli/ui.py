@@ -26,8 +26,11 @@ __all__ = ["add_parser", "main", "server_command"]
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("ui", help="open the MLflow UI on this project's runs",
-                       description="Start the MLflow UI on the project's tracking store (127.0.0.1 by default).")
+    p = sub.add_parser(
+        "ui",
+        help="open the MLflow UI on this project's runs",
+        description="Start the MLflow UI on the project's tracking store (127.0.0.1 by default).",
+    )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000, help="port (default 5000; 0 picks a free one)")
     p.add_argument("--tracking-uri", help="store to show (default: MLFLOW_TRACKING_URI, else the project's)")
@@ -42,10 +45,22 @@ def _free_port(host: str) -> int:
 
 def server_command(uri: str, host: str, port: int) -> list[str]:
     """The ``mlflow server`` command line for store ``uri``."""
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1",
-           "--backend-store-uri", uri]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        uri,
+    ]
     if uri.startswith("sqlite:///"):
-        root = Path(uri[len("sqlite:///"):]).parent / "mlartifacts"
+        root = Path(uri[len("sqlite:///") :]).parent / "mlartifacts"
         cmd += ["--artifacts-destination", str(root)]
     return cmd
 
@@ -102,8 +117,12 @@ for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 0.0)):
 
 
 def _watchdog(server: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(server.pid)], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(server.pid)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -114,8 +133,12 @@ def main(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         raise MlorchError(f"the tracking store is already a server ({uri}); open that URL instead")
     port = args.port or _free_port(args.host)
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     proc = subprocess.Popen(server_command(uri, args.host, port), env=env, start_new_session=True)
     watchdog = _watchdog(proc)
     stop = lambda *_: (_ for _ in ()).throw(KeyboardInterrupt())  # noqa: E731

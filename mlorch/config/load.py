@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -87,9 +88,7 @@ def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
-def load_cluster_config(
-    source: str | os.PathLike[str] | Mapping[str, Any] | None = None, **overrides: Any
-) -> ClusterConfig:
+def load_cluster_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None, **overrides: Any) -> ClusterConfig:
     """A validated cluster config from a YAML path, a mapping, or nothing (local defaults)."""
     if source is None:
         data: dict[str, Any] = {}

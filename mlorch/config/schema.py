@@ -46,7 +46,9 @@ class AddressClusterConfig(_Strict):
 
 
 # SLURM's time formats (sbatch -t): MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
-_WALLTIME = re.compile(r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$")
+_WALLTIME = re.compile(
+    r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$"
+)
 
 
 def walltime_seconds(value: str) -> int:
@@ -59,7 +61,7 @@ def walltime_seconds(value: str) -> int:
     else:
         parts = [int(p) for p in (m["a"], m["b"], m["c"]) if p is not None]
         days = 0
-        hours, minutes, seconds = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]  # type: ignore[assignment]
+        hours, minutes, seconds = {1: (0, parts[0], 0), 2: (0, *parts), 3: tuple(parts)}[len(parts)]
     if minutes > 59 and (hours or days) or seconds > 59 or (days and hours > 23):
         raise ValueError(f"walltime {value!r}: a field is out of range")
     total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
@@ -155,7 +157,9 @@ class JobqueueClusterConfig(_Strict):
             raise ValueError("gpus_per_job is supported for kind 'slurm'; for other kinds request GPUs in job_extra_directives")
         margin = self.margin_seconds
         if margin is not None and margin >= walltime_seconds(self.walltime):
-            raise ValueError(f"leave_before_walltime ({self.leave_before_walltime}) is not shorter than walltime ({self.walltime})")
+            raise ValueError(
+                f"leave_before_walltime ({self.leave_before_walltime}) is not shorter than walltime ({self.walltime})"
+            )
         return self
 
     @property

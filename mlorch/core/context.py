@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextvars
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["TaskContext", "context", "gpu_ids_from_env"]
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Generic, ParamSpec, Protocol, TypeVar, overload
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from mlorch.core.trace import Backend, FlowGraph, Ref, Trace, collect_refs, current_trace
 from mlorch.errors import FlowCycleError, FlowDefinitionError, TaskArgumentError
@@ -49,39 +50,42 @@ class Flow(Generic[P, R]):
         if not callable(fn):
             raise FlowDefinitionError(f"@mo.flow needs a function, got {type(fn).__name__}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "flow")
-        self.experiment = experiment or self.name
+        self.name: str = name or str(getattr(fn, "__name__", "flow"))
+        self.experiment: str = experiment or self.name
         self.tracking = tracking
         self.signature = inspect.signature(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The flow's parameters with defaults applied; a wrong call names the flow."""
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise TaskArgumentError(f"flow '{self.name}{str(self.signature).replace(chr(39), '')}' cannot be called that way: {exc}") from None
+            raise TaskArgumentError(
+                f"flow '{self.name}{str(self.signature).replace(chr(39), '')}' cannot be called that way: {exc}"
+            ) from None
         bound.apply_defaults()
         return dict(bound.arguments)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         trace = current_trace()
         if trace is not None:
-            return self.trace_into(trace, args, kwargs)  # type: ignore[return-value]
+            return self.trace_into(trace, args, kwargs)
         if _runner is None:
             raise RuntimeError("no flow runner installed; import mlorch (not mlorch.core) to run flows")
-        return _runner(self, args, kwargs)  # type: ignore[no-any-return]
+        return _runner(self, args, kwargs)
 
     def trace_into(self, trace: Trace, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run the body with ``trace`` active; returns the body's value (containing Refs)."""
         if self in trace.flow_stack:
-            path = " -> ".join(f.name for f in [*trace.flow_stack[trace.flow_stack.index(self):], self])
+            chain: list[Flow[..., Any]] = [*trace.flow_stack[trace.flow_stack.index(self) :], self]
+            path = " -> ".join(f.name for f in chain)
             raise FlowCycleError(f"flow cycle: {path}; a flow cannot call itself")
         params = self.bind(args, kwargs)
         trace.flow_stack.append(self)
         token = trace.activate()
         try:
-            return self.fn(**params)
+            return self.fn(**params)  # type: ignore[call-arg]  # params were bound to fn's own signature
         finally:
             Trace.deactivate(token)
             trace.flow_stack.pop()

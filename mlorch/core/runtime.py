@@ -12,8 +12,9 @@ import contextvars
 import random
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from mlorch.core.cache import MISSING, ResultCache
 from mlorch.core.context import TaskContext, _current, gpu_ids_from_env

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Generic, Mapping, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from mlorch.core.tokens import function_token
 from mlorch.errors import FlowDefinitionError
@@ -42,7 +43,7 @@ class Task(Generic[P, R]):
         if not callable(fn):
             raise FlowDefinitionError(f"@mo.task needs a function, got {type(fn).__name__}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "task")
+        self.name: str = name or str(getattr(fn, "__name__", "task"))
         self.retries = _non_negative_int("retries", retries, self.name)
         self.retry_delay = _non_negative("retry_delay", retry_delay, self.name)
         self.backoff = _non_negative("backoff", backoff, self.name)
@@ -60,7 +61,7 @@ class Task(Generic[P, R]):
         self.cache_version = cache_version
         self._token: str | None = None
         self._signature: inspect.Signature | None = None
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     @property
     def token(self) -> str:

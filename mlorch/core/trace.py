@@ -17,9 +17,10 @@ import contextvars
 import hashlib
 import operator
 import pickle
+from collections.abc import Iterator, Mapping
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dask import _task_spec as ts
 from dask.base import tokenize
@@ -119,8 +120,7 @@ class Trace:
             task.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TaskArgumentError(
-                f"task '{task.name}{_plain(task.signature)}' cannot be called with "
-                f"{_describe_call(args, kwargs)}: {exc}"
+                f"task '{task.name}{_plain(task.signature)}' cannot be called with {_describe_call(args, kwargs)}: {exc}"
             ) from None
         deps: set[str] = set()
         spec_args = [self._spec(a, deps, task.name, i) for i, a in enumerate(args)]
@@ -276,11 +276,11 @@ def substitute(value: Any, results: Mapping[str, Any]) -> Any:
             return type(value)(*items)
         return type(value)(items)
     if isinstance(value, MappingABC):
-        items = {k: substitute(v, results) for k, v in value.items()}
+        mapped = {k: substitute(v, results) for k, v in value.items()}
         try:
-            return type(value)(items)
+            return type(value)(mapped)  # type: ignore[call-arg]
         except TypeError:  # e.g. defaultdict, whose first argument is a factory
-            return items
+            return mapped
     return value
 
 

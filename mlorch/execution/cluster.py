@@ -12,8 +12,9 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from distributed import Client, LocalCluster, Nanny
 
@@ -76,7 +77,9 @@ class ClusterHandle:
     def offers(self) -> list[WorkerOffer]:
         """The workers this cluster can have: the ones running here; a batch cluster's at full size."""
         workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
-        return [WorkerOffer(int(w.get("nthreads", 1)), {k: float(v) for k, v in (w.get("resources") or {}).items()}) for w in workers]
+        return [
+            WorkerOffer(int(w.get("nthreads", 1)), {k: float(v) for k, v in (w.get("resources") or {}).items()}) for w in workers
+        ]
 
     def want(self, owner: str, workers: int | None) -> None:
         """``owner`` (a sweep, a flow run) can use ``workers`` workers now (-1: all it may have;
@@ -141,7 +144,7 @@ def start_local(
     memory = cluster.new_worker_spec()
     template = next(iter(memory.values()))["options"] if memory else {}
     specs: dict[str, dict[str, Any]] = {}
-    for i, device in enumerate(gpu_ids):
+    for device in gpu_ids:
         options = {
             **template,
             "nthreads": max(gpu_threads, 1),

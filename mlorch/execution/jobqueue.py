@@ -34,9 +34,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from distributed import Client, Scheduler
 from distributed.core import Status
@@ -45,9 +46,7 @@ from mlorch.errors import ClusterError, ConfigError
 from mlorch.execution.cluster import QUIET_ENV, ClusterHandle, WorkerOffer, ready
 from mlorch.log import get_logger
 
-__all__ = [
-    "LOST_TOPIC",
-    "BatchAwareScheduler", "JobScaler", "JobqueueHandle", "JobqueueSpec", "job_script", "start_jobqueue"]
+__all__ = ["LOST_TOPIC", "BatchAwareScheduler", "JobScaler", "JobqueueHandle", "JobqueueSpec", "job_script", "start_jobqueue"]
 
 log = get_logger("mlorch.cluster")
 
@@ -77,25 +76,58 @@ OWNED = {
 }
 # SLURM's words for a job that is going away (squeue %T): its workers are lost to the batch system.
 ENDING_STATES = {
-    "CANCELLED", "COMPLETING", "COMPLETED", "PREEMPTED", "TIMEOUT", "FAILED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
-    "PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED",  # a job that had a worker and went back: requeued
+    "CANCELLED",
+    "COMPLETING",
+    "COMPLETED",
+    "PREEMPTED",
+    "TIMEOUT",
+    "FAILED",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PENDING",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "SUSPENDED",  # a job that had a worker and went back: requeued
 }
 # Final states of a job the batch system ended (not the job's own processes): its workers' losses
 # are not the task's fault. COMPLETED/FAILED/OUT_OF_MEMORY mean the job's processes exited or
 # were killed from inside (a crash): those losses count. COMPLETING/CONFIGURING: not decided yet.
 BATCH_ENDED = {
-    "CANCELLED", "PREEMPTED", "TIMEOUT", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
-    "PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED",
+    "CANCELLED",
+    "PREEMPTED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PENDING",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "SUSPENDED",
 }
 UNDECIDED = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
 # Pending reasons that never clear by waiting: the cluster fails with the reason instead of waiting for ever.
 PERMANENT_REASONS = {
-    "PartitionTimeLimit", "PartitionNodeLimit", "PartitionConfig", "PartitionDown", "PartitionInactive",
-    "QOSMaxWallDurationPerJobLimit", "AssocMaxWallDurationPerJobLimit", "InvalidQOS", "InvalidAccount",
-    "AccountNotAllowed", "QOSMaxCpuPerJobLimit", "QOSMaxGRESPerJob", "QOSMaxMemoryPerJob", "BadConstraints",
+    "PartitionTimeLimit",
+    "PartitionNodeLimit",
+    "PartitionConfig",
+    "PartitionDown",
+    "PartitionInactive",
+    "QOSMaxWallDurationPerJobLimit",
+    "AssocMaxWallDurationPerJobLimit",
+    "InvalidQOS",
+    "InvalidAccount",
+    "AccountNotAllowed",
+    "QOSMaxCpuPerJobLimit",
+    "QOSMaxGRESPerJob",
+    "QOSMaxMemoryPerJob",
+    "BadConstraints",
 }
 SCALE_INTERVAL = 0.5  # seconds between two looks at demand (distributed's adapt uses 1 s)
 ENDED_INTERVAL = 2.0  # seconds between two looks for jobs the batch system ended (they are replaced)
+LEAVE_SLACK = 5.0  # seconds a task must end before its worker's lifetime, so its result is fetched in time
 LOST_TOPIC = "mlorch-worker-lost"  # scheduler event: a worker left with its job while running tasks
 QUEUE_INTERVAL = 5.0  # seconds between two reads of the batch queue for the progress display
 
@@ -130,7 +162,7 @@ class JobqueueSpec:
         return {"GPU": 1.0} if self.gpus_per_job else {}
 
 
-def cluster_class(kind: str) -> type:
+def cluster_class(kind: str) -> Any:
     """dask-jobqueue's cluster class for ``kind`` (a ClusterError if the extra is not installed)."""
     # NOTE: importing dask_jobqueue (0.9.0) runs ``signal.signal(SIGINT, lambda *_: sys.exit())``
     # in dask_jobqueue/runner.py, which turns Ctrl-C into a silent exit code 0 anywhere in the
@@ -148,17 +180,21 @@ def cluster_class(kind: str) -> type:
     return getattr(dask_jobqueue, CLASSES[kind])
 
 
-def _accepted(cls: type) -> set[str]:
+def _accepted(cls: Any) -> set[str]:
     """Keywords a jobqueue cluster accepts: its own, its job class's, and the shared Job ones."""
     from dask_jobqueue.core import Job, JobQueueCluster
 
     names: set[str] = set()
     for fn in (cls.__init__, cls.job_cls.__init__, Job.__init__, JobQueueCluster.__init__):
-        names.update(p for p, v in inspect.signature(fn).parameters.items() if v.kind is v.KEYWORD_ONLY or v.kind is v.POSITIONAL_OR_KEYWORD)
+        names.update(
+            p
+            for p, v in inspect.signature(fn).parameters.items()
+            if v.kind is v.KEYWORD_ONLY or v.kind is v.POSITIONAL_OR_KEYWORD
+        )
     return names - {"self", "args", "kwargs", "loop", "asynchronous", "scheduler", "name"}
 
 
-def cluster_kwargs(spec: JobqueueSpec, cls: type, *, credentials_dir: str | None) -> dict[str, Any]:
+def cluster_kwargs(spec: JobqueueSpec, cls: Any, *, credentials_dir: str | None) -> dict[str, Any]:
     """Keyword arguments for dask-jobqueue's cluster class; every field checked against it first."""
     import difflib
 
@@ -223,13 +259,18 @@ def job_script(spec: JobqueueSpec) -> str:
 
         folder = "~/.mlorch/jobqueue/<cluster-id>"
         kwargs["security"] = Security(
-            tls_ca_file=f"{folder}/ca.pem", tls_worker_cert=f"{folder}/worker.pem", tls_worker_key=f"{folder}/worker.key", require_encryption=True
+            tls_ca_file=f"{folder}/ca.pem",
+            tls_worker_cert=f"{folder}/worker.pem",
+            tls_worker_key=f"{folder}/worker.key",
+            require_encryption=True,
         )
         protocol = kwargs["protocol"] = "tls://"
     if kwargs.get("log_directory"):
         kwargs["log_directory"] = None  # a preview creates nothing; the real cluster adds the -e/-o lines
     try:
-        job = cls.job_cls(f"{protocol}<scheduler-address>:<port>", name=f"{spec.fields.get('job_name') or 'mlorch'}-<n>", **kwargs)
+        job = cls.job_cls(
+            f"{protocol}<scheduler-address>:<port>", name=f"{spec.fields.get('job_name') or 'mlorch'}-<n>", **kwargs
+        )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{spec.source}: dask-jobqueue refused these settings: {exc}") from None
     script = job.job_script()
@@ -337,12 +378,11 @@ class BatchAwareScheduler(Scheduler):
         duration = ts.prefix.duration_average
         if duration is None or duration <= 0 or 1.25 * duration >= self.max_lifetime:
             return valid  # unknown yet, or longer than any worker lives: it may run anywhere
-        now = time.time()
+        # The task must end, and its result be fetched, before the worker leaves: a result left
+        # on a worker that leaves with no peer to take it is computed again.
+        soonest = time.time() + 1.25 * duration + LEAVE_SLACK
         pool = valid if valid is not None else self.running
-        staying = {
-            ws for ws in pool
-            if self.leave_at.get(ws.address, math.inf) > now + 1.25 * duration + ws.occupancy / max(ws.nthreads, 1)
-        }
+        staying = {ws for ws in pool if self.leave_at.get(ws.address, math.inf) > soonest + ws.occupancy / max(ws.nthreads, 1)}
         return staying if len(staying) < len(pool) else valid
 
     async def remove_worker(self, address: str, *, stimulus_id: str, expected: bool = False, close: bool = True) -> Any:
@@ -397,7 +437,10 @@ def read_queue(kind: str, job_ids: list[str]) -> dict[str, tuple[str, str]] | No
     try:
         out = subprocess.run(  # -t all: ended jobs stay listed (MinJobAge, 300 s by default) with their final state
             ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -529,16 +572,23 @@ class JobScaler:
             elif now - self._no_id_since.setdefault(name, now) > 60:
                 stuck.append(name)
         if stuck:
-            log.warning("%s: job(s) %s were never accepted by the batch system (see the log above); submitting again",
-                        self.handle.kind, ", ".join(stuck))
+            log.warning(
+                "%s: job(s) %s were never accepted by the batch system (see the log above); submitting again",
+                self.handle.kind,
+                ", ".join(stuck),
+            )
             for name in stuck:
                 self._no_id_since.pop(name, None)
         known = {name: self.job_ids[name] for name in jobs if name in self.job_ids}
         states = read_queue(self.handle.spec.kind, list(known.values())) if known and self.handle.spec else {}
         ended = list(stuck)
         if states is not None:
-            ended += [name for name, job_id in known.items() if states.get(job_id, ("GONE", ""))[0] in ENDING_STATES | {"GONE"}
-                      and states.get(job_id, ("GONE", ""))[0] != "PENDING"]
+            ended += [
+                name
+                for name, job_id in known.items()
+                if states.get(job_id, ("GONE", ""))[0] in ENDING_STATES | {"GONE"}
+                and states.get(job_id, ("GONE", ""))[0] != "PENDING"
+            ]
         if ended:
             cluster.loop.add_callback(self._drop_jobs, ended)
 
@@ -573,10 +623,12 @@ class JobScaler:
                     queue.reasons[reason] = queue.reasons.get(reason, 0) + 1
         permanent = sorted(set(queue.reasons) & PERMANENT_REASONS)
         if permanent and self.handle.fatal is None:
-            self.handle.fail(ClusterError(
-                f"{self.handle.kind}: jobs wait in the queue for a reason that never clears: {permanent[0]} "
-                f"(check walltime, queue, account and resources against the partition's limits: scontrol show partition)"
-            ))
+            self.handle.fail(
+                ClusterError(
+                    f"{self.handle.kind}: jobs wait in the queue for a reason that never clears: {permanent[0]} "
+                    f"(check walltime, queue, account and resources against the partition's limits: scontrol show partition)"
+                )
+            )
         changed = queue.describe() != self._queue.describe()
         self._queue = queue
         if changed:
@@ -667,7 +719,9 @@ def start_jobqueue(spec: JobqueueSpec) -> JobqueueHandle:
     cls = cluster_class(spec.kind)
     submit = SUBMIT_COMMANDS[spec.kind]
     if shutil.which(submit) is None:
-        raise ClusterError(f"kind '{spec.kind}': the command '{submit}' is not on PATH; run mlorch on a login node of the cluster")
+        raise ClusterError(
+            f"kind '{spec.kind}': the command '{submit}' is not on PATH; run mlorch on a login node of the cluster"
+        )
     os.environ.update(QUIET_ENV)
     if spec.log_directory:
         Path(spec.log_directory).mkdir(parents=True, exist_ok=True)
@@ -693,7 +747,8 @@ def start_jobqueue(spec: JobqueueSpec) -> JobqueueHandle:
         handle.scaler = JobScaler(handle)
         if spec.jobs_min:
             handle.scaler.apply()
-        return ready(handle)
+        ready(handle)
+        return handle
     except BaseException:
         if client is not None:
             client.close()
@@ -703,7 +758,7 @@ def start_jobqueue(spec: JobqueueSpec) -> JobqueueHandle:
         raise
 
 
-def _preflight(spec: JobqueueSpec, cls: type, kwargs: dict[str, Any]) -> None:
+def _preflight(spec: JobqueueSpec, cls: Any, kwargs: dict[str, Any]) -> None:
     """Ask SLURM whether one job could ever run (``sbatch --test-only``): a bad request fails now, not never."""
     if spec.kind != "slurm":
         return
@@ -726,5 +781,9 @@ def _preflight(spec: JobqueueSpec, cls: type, kwargs: dict[str, Any]) -> None:
         message = (out.stderr or out.stdout).strip().splitlines()
         reason = message[-1] if message else f"exit code {out.returncode}"
         field = "gpus_per_job" if "gres" in reason.lower() or ("node configuration" in reason and spec.gpus_per_job) else None
-        named = f"field '{field}' ({spec.gpus_per_job}) or the job's size" if field else "the job's settings (queue, account, walltime, cores, memory)"
+        named = (
+            f"field '{field}' ({spec.gpus_per_job}) or the job's size"
+            if field
+            else "the job's settings (queue, account, walltime, cores, memory)"
+        )
         raise ConfigError(f"{spec.source}: SLURM would never run a job with {named}: {reason}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from distributed import Client, Future, as_completed
 
@@ -93,11 +94,12 @@ class DistributedBackend:
                 else:
                     info = self.client.scheduler_info(n_workers=-1)["workers"]
                     self._offers = [dict(w.get("resources") or {}) for w in info.values()]
-            unmet = {req: name for req, name in requests.items() if not any(_meets(o, req) for o in self._offers)}
+            offers = self._offers
+            unmet = {req: name for req, name in requests.items() if not any(_meets(o, req) for o in offers)}
             if not unmet:
                 return
         req, name = next(iter(unmet.items()))
-        offered = sorted({f"{k}={v:g}" for o in self._offers for k, v in o.items()}) or ["none"]
+        offered = sorted({f"{k}={v:g}" for o in offers for k, v in o.items()}) or ["none"]
         raise ResourceUnavailableError(
             f"task '{name}' asks for resources {dict(req)}, but no worker of this cluster has them "
             f"(workers offer: {', '.join(offered)}). Start the cluster with enough slots, e.g. "
@@ -165,7 +167,7 @@ def run_flow(
         for future in futures:
             if future.status == "error":
                 exc = future.exception()
-                run.failed_task = getattr(exc, "task", None) or trace.names.get(future.key, str(future.key))
+                run.failed_task = getattr(exc, "task", None) or trace.names.get(str(future.key), str(future.key))
                 future.result()  # raises the task's error here
         values = handle.client.gather(futures[: len(outputs)]) if outputs else []
         result = substitute(value, dict(zip(outputs, values)))

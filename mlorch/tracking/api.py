@@ -13,8 +13,9 @@ import logging
 import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from mlorch.tracking import emit
 from mlorch.tracking.params import param_items, tag_items
@@ -213,9 +214,7 @@ def _task_name() -> str | None:
     return ctx.task if ctx is not None else None
 
 
-def set_model_alias(
-    name: str, alias: str, version: int | str | None = None, tracking_uri: str | None = None
-) -> int | None:
+def set_model_alias(name: str, alias: str, version: int | str | None = None, tracking_uri: str | None = None) -> int | None:
     """Point ``alias`` (e.g. ``"champion"``) at a version of registered model ``name``.
 
     ``version=None`` means the newest version. Returns the version number (None when

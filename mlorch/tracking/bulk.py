@@ -23,8 +23,9 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from mlorch.tracking.store import _retry
 
@@ -34,8 +35,20 @@ log = logging.getLogger("mlorch.tracking")
 
 # Columns of MLflow's ``runs`` table this module fills; any other column must be optional.
 _RUN_COLUMNS = {
-    "run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status",
-    "start_time", "end_time", "deleted_time", "source_version", "lifecycle_stage", "artifact_uri", "experiment_id",
+    "run_uuid",
+    "name",
+    "source_type",
+    "source_name",
+    "entry_point_name",
+    "user_id",
+    "status",
+    "start_time",
+    "end_time",
+    "deleted_time",
+    "source_version",
+    "lifecycle_stage",
+    "artifact_uri",
+    "experiment_id",
 }
 _MAX_INF = 1.7976931348623157e308  # how MLflow stores +-inf (SQL has no infinity)
 # How long a batch gathers writes before it commits (unless someone waits for it): a run
@@ -94,18 +107,28 @@ class BulkRuns:
         self._thread.start()
 
     # -- queueing -----------------------------------------------------------------------
-    def start_run(self, experiment_id: str, name: str, tags: Mapping[str, str], start_time: int | None = None,
-                  run_id: str | None = None) -> str:
+    def start_run(
+        self, experiment_id: str, name: str, tags: Mapping[str, str], start_time: int | None = None, run_id: str | None = None
+    ) -> str:
         """A new RUNNING run's id, at once (``run_id``: an id handed out before but never written)."""
         from mlflow.utils.uri import append_to_uri_path
 
         run_id = run_id or uuid.uuid4().hex
         location = self._artifact_location(experiment_id)
         row = {
-            "run_uuid": run_id, "name": name, "source_type": "UNKNOWN", "source_name": "", "entry_point_name": "",
-            "user_id": tags.get("mlflow.user", "unknown"), "status": "RUNNING",
-            "start_time": start_time or _now(), "end_time": None, "deleted_time": None, "source_version": "",
-            "lifecycle_stage": "active", "artifact_uri": append_to_uri_path(location, run_id, "artifacts"),
+            "run_uuid": run_id,
+            "name": name,
+            "source_type": "UNKNOWN",
+            "source_name": "",
+            "entry_point_name": "",
+            "user_id": tags.get("mlflow.user", "unknown"),
+            "status": "RUNNING",
+            "start_time": start_time or _now(),
+            "end_time": None,
+            "deleted_time": None,
+            "source_version": "",
+            "lifecycle_stage": "active",
+            "artifact_uri": append_to_uri_path(location, run_id, "artifacts"),
             "experiment_id": int(experiment_id),
         }
         with self._cond:
@@ -142,14 +165,18 @@ class BulkRuns:
             pending.status, pending.end_time = status, end_time or _now()
         self._after_queueing()
 
-    def _add(self, run_id: str, metrics: Iterable[tuple[str, float, int, int]],
-             params: Mapping[str, str] | None, tags: Mapping[str, str] | None) -> _Pending:
+    def _add(
+        self,
+        run_id: str,
+        metrics: Iterable[tuple[str, float, int, int]],
+        params: Mapping[str, str] | None,
+        tags: Mapping[str, str] | None,
+    ) -> _Pending:
         pending = self._entry(run_id)
         pending.metrics.extend(metrics)
         for key, value in (params or {}).items():  # MLflow params are write-once: the first value stays
             if pending.params.setdefault(key, value) != value:
-                log.warning("tracking: run %s: param %r is already %r; %r not logged",
-                            run_id, key, pending.params[key], value)
+                log.warning("tracking: run %s: param %r is already %r; %r not logged", run_id, key, pending.params[key], value)
         pending.tags.update(tags or {})
         return pending
 
@@ -219,14 +246,15 @@ class BulkRuns:
         try:
             _retry(lambda: self._commit(batch), "bulk run write")
         except Exception as exc:
-            log.warning("tracking: a batch of %d run(s) failed (%s: %s); writing them one by one",
-                        len(batch), type(exc).__name__, exc)
+            log.warning(
+                "tracking: a batch of %d run(s) failed (%s: %s); writing them one by one", len(batch), type(exc).__name__, exc
+            )
             for pending in batch:
                 self._write_alone(pending)
 
     def _commit(self, batch: list[_Pending]) -> None:
-        from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+        from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 
         if not batch:
             return
@@ -238,44 +266,57 @@ class BulkRuns:
             if rows:
                 session.execute(insert(SqlRun), rows)
             existing = [p.run_id for p in batch if p.row is None]
-            retagged = [and_(SqlTag.run_uuid == p.run_id, SqlTag.key.in_(list(p.tags)))
-                        for p in batch if p.row is None and p.tags]
+            retagged = [
+                and_(SqlTag.run_uuid == p.run_id, SqlTag.key.in_(list(p.tags))) for p in batch if p.row is None and p.tags
+            ]
             for start in range(0, len(retagged), 100):  # tags are upserts: drop the old value of a key set again
-                session.execute(delete(SqlTag).where(or_(*retagged[start:start + 100])))
+                session.execute(delete(SqlTag).where(or_(*retagged[start : start + 100])))
             tags = [{"key": k, "value": v, "run_uuid": p.run_id} for p in batch for k, v in p.tags.items()]
             if tags:
                 session.execute(insert(SqlTag), tags)
             known: dict[tuple[str, str], str] = {}
             if existing and any(p.params for p in batch if p.row is None):
-                known = {(r, k): v for r, k, v in session.execute(
-                    select(SqlParam.run_uuid, SqlParam.key, SqlParam.value).where(SqlParam.run_uuid.in_(existing)))}
+                known = {
+                    (r, k): v
+                    for r, k, v in session.execute(
+                        select(SqlParam.run_uuid, SqlParam.key, SqlParam.value).where(SqlParam.run_uuid.in_(existing))
+                    )
+                }
             params = []
             for p in batch:
                 for k, v in p.params.items():
                     if (p.run_id, k) not in known:
                         params.append({"key": k, "value": v, "run_uuid": p.run_id})
                     elif known[p.run_id, k] != v:  # MLflow params are write-once: the first value stays
-                        log.warning("tracking: run %s: param %r is already %r; %r not logged",
-                                    p.run_id, k, known[p.run_id, k], v)
+                        log.warning("tracking: run %s: param %r is already %r; %r not logged", p.run_id, k, known[p.run_id, k], v)
             if params:
                 session.execute(insert(SqlParam), params)
             points = {(p.run_id, k, ts, step, *_sanitize(v)) for p in batch for k, v, ts, step in p.metrics}
             if points:
-                session.execute(insert(SqlMetric), [
-                    {"run_uuid": r, "key": k, "timestamp": ts, "step": step, "is_nan": nan, "value": v}
-                    for r, k, ts, step, nan, v in points])
+                session.execute(
+                    insert(SqlMetric),
+                    [
+                        {"run_uuid": r, "key": k, "timestamp": ts, "step": step, "is_nan": nan, "value": v}
+                        for r, k, ts, step, nan, v in points
+                    ],
+                )
                 self._latest(session, points, existing, SqlLatestMetric, select, insert, update)
-            ended = [{"run_uuid": p.run_id, "status": p.status, "end_time": p.end_time}
-                     for p in batch if p.row is None and p.status]
+            ended = [
+                {"run_uuid": p.run_id, "status": p.status, "end_time": p.end_time} for p in batch if p.row is None and p.status
+            ]
             if ended:  # Core executemany: no ORM row-count check, so a missing run does not fail the others' ends
                 runs = SqlRun.__table__
-                session.execute(update(runs).where(runs.c.run_uuid == bindparam("rid"))
-                                .values(status=bindparam("st"), end_time=bindparam("et")),
-                                [{"rid": e["run_uuid"], "st": e["status"], "et": e["end_time"]} for e in ended])
+                session.execute(
+                    update(runs)
+                    .where(runs.c.run_uuid == bindparam("rid"))
+                    .values(status=bindparam("st"), end_time=bindparam("et")),
+                    [{"rid": e["run_uuid"], "st": e["status"], "et": e["end_time"]} for e in ended],
+                )
 
     @staticmethod
-    def _latest(session: Any, points: set[tuple[Any, ...]], existing: list[str], model: Any,
-                select: Any, insert: Any, update: Any) -> None:
+    def _latest(
+        session: Any, points: set[tuple[Any, ...]], existing: list[str], model: Any, select: Any, insert: Any, update: Any
+    ) -> None:
         """``latest_metrics``: per run and key the point with the highest (step, timestamp, value), as MLflow keeps it."""
         best: dict[tuple[str, str], tuple[int, int, float, bool]] = {}
         for run_id, key, ts, step, nan, value in points:
@@ -285,9 +326,12 @@ class BulkRuns:
         old: dict[tuple[str, str], tuple[int, int, float]] = {}
         runs = sorted({r for r, _ in best} & set(existing))
         if runs:
-            rows = session.execute(select(model.run_uuid, model.key, model.step, model.timestamp, model.value)
-                                   .where(model.run_uuid.in_(runs)).order_by(model.run_uuid, model.key)
-                                   .with_for_update()).all()  # as MLflow: no other writer moves them meanwhile
+            rows = session.execute(
+                select(model.run_uuid, model.key, model.step, model.timestamp, model.value)
+                .where(model.run_uuid.in_(runs))
+                .order_by(model.run_uuid, model.key)
+                .with_for_update()
+            ).all()  # as MLflow: no other writer moves them meanwhile
             old = {(r, k): (s, t, v) for r, k, s, t, v in rows}
         new = []
         for (run_id, key), (step, ts, value, nan) in best.items():
@@ -295,8 +339,11 @@ class BulkRuns:
             if (run_id, key) not in old:
                 new.append(row)
             elif (step, ts, value) > old[run_id, key]:
-                session.execute(update(model).where(model.run_uuid == run_id, model.key == key)
-                                .values(step=step, timestamp=ts, value=value, is_nan=nan))
+                session.execute(
+                    update(model)
+                    .where(model.run_uuid == run_id, model.key == key)
+                    .values(step=step, timestamp=ts, value=value, is_nan=nan)
+                )
         if new:
             session.execute(insert(model), new)
 
@@ -318,20 +365,20 @@ class BulkRuns:
             attempt("creating the run", lambda: self._insert_row(pending.row))
         metrics = [Metric(k, v, ts, step) for k, v, ts, step in pending.metrics]
         for start in range(0, len(metrics), 1000):
-            attempt("logging metrics", lambda: self.client.log_batch(pending.run_id, metrics=metrics[start:start + 1000]))
+            attempt("logging metrics", lambda: self.client.log_batch(pending.run_id, metrics=metrics[start : start + 1000]))
         params = [Param(k, v) for k, v in pending.params.items()]
         for start in range(0, len(params), 100):  # MLflow's limit per request
-            attempt("logging params", lambda: self.client.log_batch(pending.run_id, params=params[start:start + 100]))
+            attempt("logging params", lambda: self.client.log_batch(pending.run_id, params=params[start : start + 100]))
         tags = [RunTag(k, v) for k, v in pending.tags.items()]
         for start in range(0, len(tags), 100):
-            attempt("setting tags", lambda: self.client.log_batch(pending.run_id, tags=tags[start:start + 100]))
+            attempt("setting tags", lambda: self.client.log_batch(pending.run_id, tags=tags[start : start + 100]))
         if pending.status:
             attempt("ending the run", lambda: self.client.set_terminated(pending.run_id, pending.status, pending.end_time))
         return False
 
     def _insert_row(self, row: dict[str, Any]) -> None:
-        from sqlalchemy import insert
         from mlflow.store.tracking.dbmodels.models import SqlRun
+        from sqlalchemy import insert
 
         with self._sql.ManagedSessionMaker(read_only=False) as session:
             session.execute(insert(SqlRun), [row])

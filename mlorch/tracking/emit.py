@@ -24,7 +24,8 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mlorch.core.context import TaskContext, current_or_none
 
@@ -59,7 +60,7 @@ _driver = threading.local()
 def _driver_targets() -> list[Target]:
     if not hasattr(_driver, "targets"):
         _driver.targets = []
-    return _driver.targets  # type: ignore[no-any-return]
+    return _driver.targets
 
 
 def push_driver_target(target: Target) -> None:

@@ -144,8 +144,7 @@ class TrackingHook:
             store.set_tags(self.run_id, tags)
             store.log_bytes(self.run_id, self._config_yaml(run).encode(), "config.yaml", "mlorch")
         except Exception as exc:  # the run exists: record what we can, but let the flow run
-            log.warning("tracking: could not record the parameters of run %s: %s: %s", self.run_id,
-                        type(exc).__name__, exc)
+            log.warning("tracking: could not record the parameters of run %s: %s: %s", self.run_id, type(exc).__name__, exc)
         self.target = (store.tracking_uri, self.run_id)
         emit.push_driver_target(self.target)
         self.signals = _install_sigterm()
@@ -210,9 +209,7 @@ class TrackingHook:
                 tags["mlorch.worker_died"] = "true"
                 message = f"a worker died while running task {_task_name(run.failed_task or '?')}: {message}"
             if interrupted:
-                tags["mlorch.killed_reason"] = (
-                    "SIGTERM" if isinstance(error, DriverTerminated) else "KeyboardInterrupt (Ctrl-C)"
-                )
+                tags["mlorch.killed_reason"] = "SIGTERM" if isinstance(error, DriverTerminated) else "KeyboardInterrupt (Ctrl-C)"
             else:
                 trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
                 store.log_bytes(run_id, scrub(trace).encode(), "error.txt", "mlorch")

@@ -17,8 +17,9 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -60,15 +61,16 @@ def _pinned(uri: str, experiment_id: str) -> Iterator[None]:
     from mlflow.tracking import fluent
     from mlflow.tracking._tracking_service import utils
 
-    old_global, old_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    old_global: str | None = utils._tracking_uri
+    old_env = os.environ.get("MLFLOW_TRACKING_URI")
     old_experiment = fluent._active_experiment_id
     utils.set_tracking_uri(uri)
-    fluent._active_experiment_id = experiment_id
+    fluent._active_experiment_id = experiment_id  # type: ignore[assignment]
     try:
         yield
     finally:
         fluent._active_experiment_id = old_experiment
-        utils.set_tracking_uri(old_global)
+        utils.set_tracking_uri(old_global)  # type: ignore[arg-type]  # None restores MLflow's default
         if old_env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:

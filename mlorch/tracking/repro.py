@@ -92,7 +92,7 @@ def _notebook_path() -> str | None:
         if os.environ.get(var):
             return os.environ[var]
     try:
-        from IPython import get_ipython  # type: ignore[import-not-found]
+        from IPython import get_ipython
 
         shell = get_ipython()
         path = shell.user_ns.get("__vsc_ipynb_file__") if shell is not None else None

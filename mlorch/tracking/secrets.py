@@ -15,7 +15,8 @@ import hashlib
 import logging
 import os
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "MASK",

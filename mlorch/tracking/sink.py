@@ -85,8 +85,12 @@ def barrier(client: Client | None, run_id: str, timeout: float = 30.0) -> bool:
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    log.warning("tracking: run %s: %s event(s) from workers did not arrive in %.0f s",
-                                run_id, sum(missing.values()), timeout)
+                    log.warning(
+                        "tracking: run %s: %s event(s) from workers did not arrive in %.0f s",
+                        run_id,
+                        sum(missing.values()),
+                        timeout,
+                    )
                     return False
                 _cond.wait(min(left, 0.5))
     return True

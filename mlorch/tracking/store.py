@@ -20,10 +20,11 @@ import queue
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-from mlorch.tracking.params import param_items, tag_items, truncate, MAX_TAG
+from mlorch.tracking.params import MAX_TAG, param_items, tag_items, truncate
 from mlorch.tracking.secrets import scrub
 
 if TYPE_CHECKING:
@@ -326,4 +327,3 @@ def _scrubbed(path: Path) -> Iterator[Path]:
                 yield copy
                 return
     yield path
-

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from mlorch.errors import ConfigError
 from mlorch.execution.cluster import ClusterHandle, active_cluster, default_cluster
@@ -119,7 +120,7 @@ def sweep(
             storage=storage_obj,
             sampler=plan.sampler,
             pruner=plan.pruner,
-            directions=plan.directions,
+            directions=[optuna.study.StudyDirection[d.upper()] for d in plan.directions],
             load_if_exists=True,
         )
         stored = [d.name.lower() for d in study.directions]

@@ -27,8 +27,9 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -55,9 +56,7 @@ FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Trials that count against ``n_trials``."""
-    return [
-        t for t in study.get_trials(deepcopy=False) if t.state in FINISHED_STATES and not t.user_attrs.get(INTERRUPTED)
-    ]
+    return [t for t in study.get_trials(deepcopy=False) if t.state in FINISHED_STATES and not t.user_attrs.get(INTERRUPTED)]
 
 
 def resume(study: optuna.Study, tracker: NullTracker, metrics: list[str]) -> list[int]:
@@ -77,8 +76,11 @@ def resume(study: optuna.Study, tracker: NullTracker, metrics: list[str]) -> lis
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         study.enqueue_trial(t.params, user_attrs={"mlorch.retry_of": t.number})
     if running:
-        log.info("sweep '%s': resuming; trial(s) %s were running when the last driver stopped: re-enqueued",
-                 study.study_name, ", ".join(str(t.number) for t in running))
+        log.info(
+            "sweep '%s': resuming; trial(s) %s were running when the last driver stopped: re-enqueued",
+            study.study_name,
+            ", ".join(str(t.number) for t in running),
+        )
     if study.get_trials(deepcopy=False):
         tracker.reconcile(study, metrics)
     return [t.number for t in running]
@@ -251,8 +253,9 @@ class SweepDriver:
         if fatal is not None:  # a batch queue that will never run our jobs wakes the loop
             fatal(lambda: self.events.put(("wake",)))
         while True:
-            if getattr(self.handle, "fatal", None) is not None:
-                raise self.handle.fatal  # type: ignore[misc]
+            fatal_error = getattr(self.handle, "fatal", None)
+            if fatal_error is not None:
+                raise fatal_error
             while (
                 not self.stopping
                 and len(self.inflight) < self.limit()
@@ -417,7 +420,9 @@ class SweepDriver:
                     keys = ", ".join(map(str, result)) or "(none)"
                     message = f"metric '{missing[0]}' is not in the flow's result (keys: {keys})"
                     if not self._metric_seen:  # the first result already lacks it: a config error
-                        self.error = ConfigError(f"metric: flow '{plan.target_name}' returned no '{missing[0]}' (it returned: {keys})")
+                        self.error = ConfigError(
+                            f"metric: flow '{plan.target_name}' returned no '{missing[0]}' (it returned: {keys})"
+                        )
                         self.stop()
                     raise _BadResult(message)
                 self._metric_seen = True
@@ -450,7 +455,9 @@ class SweepDriver:
         if message:
             storage.set_trial_user_attr(rec.trial._trial_id, "mlorch.error", message[:2000])
             log.warning("sweep '%s': trial %d failed: %s", self.plan.name, rec.number, message)
-        frozen = self.study.tell(rec.number, values=values if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True)
+        frozen = self.study.tell(
+            rec.number, values=values if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True
+        )
         if not frozen.user_attrs.get(INTERRUPTED):
             self.finished += 1
         if defer:
@@ -498,11 +505,20 @@ class SweepDriver:
             if rec.lost >= MAX_LOST_ATTEMPTS:
                 self.inflight.pop(rec.number, None)
                 self._cancel(rec)
-                self._tell(rec, TrialState.FAIL, None,
-                           f"the trial's batch job ended under it {rec.lost} times (its own memory or time use?)", defer=True)
+                self._tell(
+                    rec,
+                    TrialState.FAIL,
+                    None,
+                    f"the trial's batch job ended under it {rec.lost} times (its own memory or time use?)",
+                    defer=True,
+                )
                 continue
-            log.info("sweep '%s': trial %d lost its worker to the batch system (%s); it runs again",
-                     self.plan.name, rec.number, msg.get("worker"))
+            log.info(
+                "sweep '%s': trial %d lost its worker to the batch system (%s); it runs again",
+                self.plan.name,
+                rec.number,
+                msg.get("worker"),
+            )
 
     def _event(self, number: int, clear: bool = False) -> None:
         from distributed import Event
@@ -545,8 +561,9 @@ class SweepDriver:
             self._cancel(rec)
             try:
                 self.study._storage.set_trial_user_attr(rec.trial._trial_id, INTERRUPTED, True)
-                self.study.enqueue_trial(rec.params if self.plan.kind == "flow" else rec.trial.params,
-                                         user_attrs={"mlorch.retry_of": rec.number})
+                self.study.enqueue_trial(
+                    rec.params if self.plan.kind == "flow" else rec.trial.params, user_attrs={"mlorch.retry_of": rec.number}
+                )
                 self._tell(rec, TrialState.FAIL, None, f"the sweep driver stopped: {type(exc).__name__}", defer=True)
             except Exception:
                 log.exception("sweep '%s': could not close trial %d", self.plan.name, rec.number)

@@ -11,7 +11,8 @@ plain lines a few times a minute (:mod:`mlorch.tuning.progress`).
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
@@ -203,4 +204,3 @@ class Sweep:
         best = self.best_value
         best_text = f", best={best:.4g}" if best is not None else ""
         return f"<mo.Sweep '{self.name}' {state}: {self.n_finished}/{self.plan.n_trials} trials{best_text}>"
-

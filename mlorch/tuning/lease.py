@@ -48,7 +48,7 @@ def lock_path(spec: StorageSpec, name: str) -> Path | None:
         return _beside(Path(where).resolve(), name)
     if kind == "rdb" and where:
         if where.startswith("sqlite:///"):  # beside the database file, whoever opens it
-            return _beside(Path(where[len("sqlite:///"):]).resolve(), name)
+            return _beside(Path(where[len("sqlite:///") :]).resolve(), name)
         from mlorch.project import home  # a database server: drivers of this project on this host
 
         return home() / "optuna" / "leases" / _file_name(where, name)

@@ -14,8 +14,9 @@ driver tells (one place decides COMPLETE/PRUNED/FAIL for every kind of target).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 

@@ -9,7 +9,8 @@ known name, before any trial starts.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import optuna
 
@@ -75,7 +76,7 @@ def make_pruner(spec: Any) -> optuna.pruners.BasePruner:
     name, options = _split(spec if spec is not None else "none", "pruner", PRUNERS)
     cls = getattr(optuna.pruners, PRUNERS[name])
     try:
-        return cls(**options)  # type: ignore[no-any-return]
+        return cls(**options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"pruner: cannot build {PRUNERS[name]}({options}): {exc}") from None
 

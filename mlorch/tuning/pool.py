@@ -22,7 +22,7 @@ derive how many trials fit on the cluster at once.
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from distributed import Client, Future
 

@@ -110,7 +110,7 @@ def _worker() -> Any:
 
 def _to_tracking(value: float, step: int) -> None:
     try:
-        from mlorch.tracking import log_metric  # type: ignore[attr-defined]
+        from mlorch.tracking import log_metric
     except Exception:
         return
     try:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from mlorch.errors import ConfigError
 
@@ -59,7 +60,9 @@ class Uniform(Param):
     def check(self, name: str) -> None:
         _numbers(name, "uniform", self.low, self.high)
         if not self.low < self.high:
-            raise ConfigError(f"space['{name}']: uniform({self.low!r}, {self.high!r}) is an empty or inverted range; low must be < high")
+            raise ConfigError(
+                f"space['{name}']: uniform({self.low!r}, {self.high!r}) is an empty or inverted range; low must be < high"
+            )
         if self.step is not None and not (_is_number(self.step) and self.step > 0):
             raise ConfigError(f"space['{name}']: uniform step must be a number > 0, got {self.step!r}")
 
@@ -179,9 +182,7 @@ def validate_space(space: Mapping[str, Any], known: Sequence[str] | None, target
         if isinstance(spec, Param):
             spec.check(name)
     if not any(isinstance(s, Param) for s in space.values()) and known is not None:
-        raise ConfigError(
-            "space: nothing to sweep; give at least one range, e.g. space={'lr': mo.loguniform(1e-4, 1e-1)}"
-        )
+        raise ConfigError("space: nothing to sweep; give at least one range, e.g. space={'lr': mo.loguniform(1e-4, 1e-1)}")
     return dict(space)
 
 

@@ -23,8 +23,9 @@ import queue
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -35,6 +36,7 @@ log = logging.getLogger("mlorch.sweep")
 
 PARENT_ATTR = "mlflow_parent_run_id"  # study user attribute
 from mlorch.tuning.handle import RUN_ATTR  # noqa: E402 - trial user attribute, defined where it is read
+
 WRITERS = 2
 
 
@@ -94,9 +96,11 @@ class SweepTracker(NullTracker):
         self._importing: threading.Thread | None = None
         # Public API only: jobs touch one run each, so they may run side by side (SQLite
         # serialises the commits, but one thread's fsync overlaps with the other's ORM work).
-        self._threads = [] if self.bulk is not None else [
-            threading.Thread(target=self._work, name=f"mlorch-sweep-tracking-{i}", daemon=True) for i in range(WRITERS)
-        ]
+        self._threads = (
+            []
+            if self.bulk is not None
+            else [threading.Thread(target=self._work, name=f"mlorch-sweep-tracking-{i}", daemon=True) for i in range(WRITERS)]
+        )
         for thread in self._threads:
             thread.start()
 
@@ -168,11 +172,16 @@ class SweepTracker(NullTracker):
             self._state_tagged[run_id] = state.name
         return run_id
 
-    def _create(self, name: str, tags: Mapping[str, Any], params: Mapping[str, Any] | None = None,
-                wait: bool = False, run_id: str | None = None) -> str:
+    def _create(
+        self,
+        name: str,
+        tags: Mapping[str, Any],
+        params: Mapping[str, Any] | None = None,
+        wait: bool = False,
+        run_id: str | None = None,
+    ) -> str:
         if self.bulk is None:
-            return str(self.store.create_run(self.experiment, name, params=params, tags=tags,
-                                             parent_run_id=self.parent_run_id))
+            return str(self.store.create_run(self.experiment, name, params=params, tags=tags, parent_run_id=self.parent_run_id))
         from mlorch.tracking.liveness import owner_tags
         from mlorch.tracking.params import param_items, tag_items
 
@@ -255,8 +264,15 @@ class SweepTracker(NullTracker):
             return
         self._end_public(run_id, frozen, points, params, tags, error)
 
-    def _end_public(self, run_id: str, frozen: FrozenTrial, points: list[tuple[str, float, int, int]],
-                    params: dict[str, str], tags: dict[str, Any], error: str | None) -> None:
+    def _end_public(
+        self,
+        run_id: str,
+        frozen: FrozenTrial,
+        points: list[tuple[str, float, int, int]],
+        params: dict[str, str],
+        tags: dict[str, Any],
+        error: str | None,
+    ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
         from mlorch.tracking.params import tag_items
@@ -402,7 +418,7 @@ class SweepTracker(NullTracker):
                 import mlflow
                 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-                with _use_tracking_uri(self.tracking_uri):
+                with _use_tracking_uri(str(self.tracking_uri)):
                     version = int(mlflow.register_model(model.model_uri, model.name, await_registration_for=60).version)
             client.set_registered_model_alias(model.name, "best", str(version))
             client.set_tag(run_id, "mlorch.best_model", f"models:/{model.name}@best")

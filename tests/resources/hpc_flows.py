@@ -12,8 +12,15 @@ from tests.resources.sweep_flows import record
 
 
 def _where(**fields: object) -> None:
-    record("where", job=os.environ.get("SLURM_JOB_ID"), visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
-           ids=list(mo.context().gpu_ids), trial=mo.context().run.get("trial"), pid=os.getpid(), **fields)
+    record(
+        "where",
+        job=os.environ.get("SLURM_JOB_ID"),
+        visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        ids=list(mo.context().gpu_ids),
+        trial=mo.context().run.get("trial"),
+        pid=os.getpid(),
+        **fields,
+    )
 
 
 @mo.task(resources={"GPU": 1})
@@ -93,8 +100,9 @@ def crashing(x: float = 0.0):
 @mo.task
 def peek(x: float, folders: list) -> float:
     """What a worker job sees of the driver's project folder and MLflow store (should be: nothing)."""
-    record("peek", seen={f: sorted(os.listdir(f)) if os.path.isdir(f) else None for f in folders},
-           job=os.environ.get("SLURM_JOB_ID"))
+    record(
+        "peek", seen={f: sorted(os.listdir(f)) if os.path.isdir(f) else None for f in folders}, job=os.environ.get("SLURM_JOB_ID")
+    )
     mo.log_metric("peeked", x)
     return (x - 0.3) ** 2
 
@@ -109,8 +117,9 @@ def peeking_objective(trial):
     x = trial.suggest_float("x", 0, 1)
     kind = trial.suggest_categorical("kind", ["a", "b"])
     folders = [f for f in os.environ.get("MLORCH_TEST_HIDDEN", "").split(":") if f]
-    record("peek", seen={f: sorted(os.listdir(f)) if os.path.isdir(f) else None for f in folders},
-           job=os.environ.get("SLURM_JOB_ID"))
+    record(
+        "peek", seen={f: sorted(os.listdir(f)) if os.path.isdir(f) else None for f in folders}, job=os.environ.get("SLURM_JOB_ID")
+    )
     for step in range(2):
         trial.report(x + step, step)
     trial.set_user_attr("kind_seen", kind)
