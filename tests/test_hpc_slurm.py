@@ -374,3 +374,19 @@ def test_plain_objectives_need_no_shared_storage_either(tmp_path, job_name, test
     assert len(peeks) == 4 and all(p["seen"] == {folder: [] for folder in hidden} for p in peeks)
     runs = children(store, study.parent_run_id)
     assert len(runs) == 4 and all(r.info.status == "FINISHED" and "objective" in r.data.metrics for r in runs)
+
+
+def test_jobs_that_can_never_start_stop_the_sweep_with_slurm_s_reason(tmp_path, job_name, test_log, store):
+    # Partition 'short' allows 1 minute; 5-minute jobs pend for ever with PartitionTimeLimit.
+    cfg = slurm(tmp_path, job_name, test_log, queue="short", walltime="00:05:00")
+    with pytest.raises(mo.ClusterError, match="never clears: PartitionTimeLimit"):
+        with mo.cluster(cfg):
+            mo.sweep(
+                hpc_flows.steady,
+                space={"x": mo.uniform(0, 1), "seconds": 0.1},
+                metric="loss",
+                n_trials=2,
+                name=f"never-{job_name}",
+                progress=False,
+            )
+    assert wait_until(lambda: our_jobs(job_name) == [], 15) is True
