@@ -390,3 +390,36 @@ def test_jobs_that_can_never_start_stop_the_sweep_with_slurm_s_reason(tmp_path, 
                 progress=False,
             )
     assert wait_until(lambda: our_jobs(job_name) == [], 15) is True
+
+
+@pytest.mark.parametrize(("options", "most"), [({"max_concurrency": 1, "n_trials": 4}, 1), ({"n_trials": 1}, 1)])
+def test_demand_is_bounded_by_concurrency_and_trials_left(tmp_path, job_name, test_log, project, no_tracking, options, most):
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.append(len(our_jobs(job_name)))
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    # No log_directory: job logs go to the project folder, not the current directory.
+    cfg = slurm(tmp_path, job_name, test_log, jobs={"max": 3})
+    del cfg["log_directory"]
+    with mo.cluster(cfg):
+        watcher.start()
+        study = mo.sweep(
+            hpc_flows.steady,
+            space={"x": mo.uniform(0, 1), "seconds": 1.0},
+            metric="loss",
+            name=f"bounded-{job_name}",
+            progress=False,
+            **options,
+        )
+        stop.set()
+        watcher.join()
+    assert study.n_finished == options["n_trials"]
+    assert max(seen) == most  # never more jobs than trials can run at once
+    logs = sorted(p.name for p in (project / "jobs").iterdir())
+    assert logs and all(name.startswith(job_name) for name in logs)
+    assert not list(ROOT.glob(f"{job_name}*")) and not list(Path.cwd().glob("slurm-*.out"))

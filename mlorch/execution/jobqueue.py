@@ -107,6 +107,7 @@ BATCH_ENDED = {
     "REQUEUE_HOLD",
     "SUSPENDED",
 }
+REQUEUED_STATES = ("REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED")
 UNDECIDED = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
 # Pending reasons that never clear by waiting: the cluster fails with the reason instead of waiting for ever.
 PERMANENT_REASONS = {
@@ -581,20 +582,18 @@ class JobScaler:
                 self._no_id_since.pop(name, None)
         known = {name: self.job_ids[name] for name in jobs if name in self.job_ids}
         states = read_queue(self.handle.spec.kind, list(known.values())) if known and self.handle.spec else {}
-        ended = list(stuck)
+        ended: dict[str, str] = dict.fromkeys(stuck, "NO_ID")
         if states is not None:
-            ended += [
-                name
-                for name, job_id in known.items()
-                if states.get(job_id, ("GONE", ""))[0] in ENDING_STATES | {"GONE"}
-                and states.get(job_id, ("GONE", ""))[0] != "PENDING"
-            ]
+            for name, job_id in known.items():
+                state = states.get(job_id, ("GONE", ""))[0]
+                if state in ENDING_STATES | {"GONE"} and state != "PENDING":
+                    ended[name] = state
         if ended:
             cluster.loop.add_callback(self._drop_jobs, ended)
 
-    async def _drop_jobs(self, names: list[str]) -> None:
+    async def _drop_jobs(self, ended: dict[str, str]) -> None:
         cluster = self.handle.cluster
-        for name in names:
+        for name, state in ended.items():
             job = cluster.workers.pop(name, None)
             # A fresh name for the replacement: distributed's lost-worker timer for the old
             # name would otherwise cancel a replacement that waits in the queue.
@@ -602,8 +601,10 @@ class JobScaler:
                 cluster.worker_spec.update(cluster.new_worker_spec())
             if job is not None:
                 log.info("%s job %s ended in the batch queue; a new one is submitted if work needs it", self.handle.kind, name)
+                if state not in ("NO_ID", *REQUEUED_STATES):
+                    continue  # already over: a scancel now could turn its final state into CANCELLED
                 try:
-                    await job.close()
+                    await job.close()  # a requeued job would come back with the old name
                 except Exception as exc:
                     log.debug("closing ended job %s: %s", name, exc)
         await cluster._correct_state()
