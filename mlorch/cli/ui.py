@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from mlorch.environment import QUIET_ENV
 from mlorch.errors import MlorchError
 
 __all__ = ["add_parser", "main", "server_command"]
@@ -135,8 +136,7 @@ def main(args: argparse.Namespace) -> int:
     port = args.port or _free_port(args.host)
     env = {
         **os.environ,
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "DO_NOT_TRACK": "true",
+        **QUIET_ENV,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     proc = subprocess.Popen(server_command(uri, args.host, port), env=env, start_new_session=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 from distributed import Client, LocalCluster, Nanny
 
+from mlorch.environment import QUIET_ENV
 from mlorch.errors import ClusterError, ConfigError
 from mlorch.execution.gpus import detect_gpus
 from mlorch.execution.logs import subscribe_task_logs
@@ -26,7 +27,6 @@ from mlorch.log import get_logger
 __all__ = [
     "ClusterHandle",
     "PROVIDERS",
-    "QUIET_ENV",
     "WorkerOffer",
     "active_cluster",
     "connect",
@@ -36,9 +36,6 @@ __all__ = [
 ]
 
 log = get_logger("mlorch.cluster")
-
-# Environment for every process mlorch starts: nothing phones home.
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,9 @@ from typing import Any
 from distributed import Client, Scheduler
 from distributed.core import Status
 
+from mlorch.environment import QUIET_ENV
 from mlorch.errors import ClusterError, ConfigError
-from mlorch.execution.cluster import QUIET_ENV, ClusterHandle, WorkerOffer, ready
+from mlorch.execution.cluster import ClusterHandle, WorkerOffer, ready
 from mlorch.log import get_logger
 
 __all__ = ["LOST_TOPIC", "BatchAwareScheduler", "JobScaler", "JobqueueHandle", "JobqueueSpec", "job_script", "start_jobqueue"]

@@ -20,6 +20,7 @@ from mlorch.core.flow import Flow, set_runner
 from mlorch.core.trace import Ref, Trace, collect_refs, substitute
 from mlorch.errors import ResourceUnavailableError
 from mlorch.execution.cluster import ClusterHandle, WorkerOffer, active_cluster, default_cluster
+from mlorch.execution.resources import describe, unmet
 from mlorch.log import get_logger
 from mlorch.project import cache_dir as default_cache_dir
 
@@ -95,14 +96,13 @@ class DistributedBackend:
                     info = self.client.scheduler_info(n_workers=-1)["workers"]
                     self._offers = [dict(w.get("resources") or {}) for w in info.values()]
             offers = self._offers
-            unmet = {req: name for req, name in requests.items() if not any(_meets(o, req) for o in offers)}
-            if not unmet:
+            missing = {req: name for req, name in requests.items() if unmet(offers, req)}
+            if not missing:
                 return
-        req, name = next(iter(unmet.items()))
-        offered = sorted({f"{k}={v:g}" for o in offers for k, v in o.items()}) or ["none"]
+        req, name = next(iter(missing.items()))
         raise ResourceUnavailableError(
             f"task '{name}' asks for resources {dict(req)}, but no worker of this cluster has them "
-            f"(workers offer: {', '.join(offered)}). Start the cluster with enough slots, e.g. "
+            f"(workers offer: {describe(offers)}). Start the cluster with enough slots, e.g. "
             f"mo.cluster(gpus=1) or `gpus: 1` in the cluster YAML."
         )
 
@@ -110,10 +110,6 @@ class DistributedBackend:
         for future in self.futures.values():
             future.release()
         self.futures.clear()
-
-
-def _meets(offer: dict[str, float], request: tuple[tuple[str, float], ...]) -> bool:
-    return all(offer.get(name, 0) >= amount for name, amount in request)
 
 
 def run_flow(

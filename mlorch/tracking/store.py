@@ -136,7 +136,7 @@ class RunStore:
 
     @classmethod
     def _create(cls, uri: str) -> RunStore:
-        from mlorch.execution.cluster import QUIET_ENV
+        from mlorch.environment import QUIET_ENV
 
         for key, value in QUIET_ENV.items():
             os.environ.setdefault(key, value)

@@ -37,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mlorch.errors import ConfigError, MlorchError, ResourceUnavailableError
 from mlorch.execution.cluster import ClusterHandle
 from mlorch.execution.jobqueue import LOST_TOPIC
+from mlorch.execution.resources import describe, unmet
 from mlorch.log import get_logger
 from mlorch.tuning.plan import Plan
 from mlorch.tuning.pool import KeyPool, TrialBackend
@@ -186,11 +187,10 @@ class SweepDriver:
     def _check_resources(self) -> None:
         offers = [dict(o.resources) for o in self._offers]
         for name, amount in (self.plan.resources or {}).items():
-            if not any(o.get(name, 0) >= amount for o in offers):
-                have = sorted({f"{k}={v:g}" for o in offers for k, v in o.items()}) or ["none"]
+            if unmet(offers, [(name, amount)]):
                 raise ResourceUnavailableError(
                     f"resources: a trial asks for {name}={amount:g}, but no worker has that much "
-                    f"(workers offer: {', '.join(have)}); e.g. mo.cluster(gpus=2)"
+                    f"(workers offer: {describe(offers)}); e.g. mo.cluster(gpus=2)"
                 )
 
     def limit(self) -> int:
