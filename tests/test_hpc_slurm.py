@@ -258,7 +258,12 @@ def test_a_trial_that_crashes_its_worker_fails_after_bounded_attempts(tmp_path, 
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
     assert "workers died" in trials[0].user_attrs["mlorch.error"]
     crashes = [r for r in records(test_log, "where") if r["trial"] == 0]
-    assert len(crashes) == 4  # distributed's allowed-failures (3) + 1, then it gives up
+    # distributed's allowed-failures (3) + 1, then it gives up. A worker that crashes while its
+    # job is still starting can take the job down with it; if SLURM then reports a final state
+    # the queue's, that loss is forgiven (at most MAX_LOST_ATTEMPTS - 1 times): still bounded.
+    from mlorch.tuning.driver import MAX_LOST_ATTEMPTS
+
+    assert 4 <= len(crashes) < 4 + MAX_LOST_ATTEMPTS, len(crashes)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
