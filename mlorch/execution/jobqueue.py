@@ -109,6 +109,7 @@ BATCH_ENDED = {
     "SUSPENDED",
 }
 REQUEUED_STATES = ("REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED")
+RUNNING_GRACE = 4.0  # seconds a cancelled job may still show RUNNING before SLURM marks it COMPLETING
 UNDECIDED = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
 # Pending reasons that never clear by waiting: the cluster fails with the reason instead of waiting for ever.
 PERMANENT_REASONS = {
@@ -332,7 +333,7 @@ class BatchAwareScheduler(Scheduler):
       that leaves before it could end: it would be cut and run again.
     """
 
-    job_ending: Callable[[str], bool | None] | None = None
+    job_ending: Callable[[str, float], bool | None] | None = None
     max_lifetime: float | None = None  # seconds a worker lives at most; None: no lifetimes
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -399,9 +400,11 @@ class BatchAwareScheduler(Scheduler):
         return result
 
     async def _forgive_if_the_queue_ended_it(self, name: str, keys: list[Any]) -> None:
-        deadline = time.monotonic() + 10.0  # KillWait and job epilogues can keep a job COMPLETING
+        lost = time.monotonic()
+        deadline = lost + 10.0  # KillWait and job epilogues can keep a job COMPLETING
         while True:
-            ending = await asyncio.to_thread(self.job_ending, name) if self.job_ending else False
+            since = time.monotonic() - lost
+            ending = await asyncio.to_thread(self.job_ending, name, since) if self.job_ending else False
             if ending is not None or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.25)
@@ -688,9 +691,13 @@ class JobqueueHandle(ClusterHandle):
         assert self.spec is not None
         return worker_name.rsplit("-", 1)[0] if self.spec.processes > 1 else worker_name
 
-    def job_ending(self, worker_name: str) -> bool | None:
+    def job_ending(self, worker_name: str, since_loss: float = 0.0) -> bool | None:
         """True when the batch system ended the job of ``worker_name`` (scancel, preemption, walltime),
-        False when the job lives on or ended by itself (a crash), None while SLURM has not decided."""
+        False when the job lives on or ended by itself (a crash), None while SLURM has not decided.
+
+        A job still RUNNING ``RUNNING_GRACE`` seconds after its worker was lost lives on (its
+        nanny restarts the worker): whatever happens to the job later is not this loss's cause.
+        """
         name = self.job_of(worker_name)
         job = (getattr(self.cluster, "workers", {}) or {}).get(name)
         job_id = getattr(job, "job_id", None) or (self.scaler.job_ids.get(name) if self.scaler else None)
@@ -700,6 +707,8 @@ class JobqueueHandle(ClusterHandle):
         if states is None:
             return False  # cannot tell: count it, as distributed would
         state = states.get(str(job_id), ("GONE", ""))[0]
+        if state == "RUNNING":
+            return None if since_loss < RUNNING_GRACE else False
         if state in UNDECIDED:
             return None
         return state in BATCH_ENDED
