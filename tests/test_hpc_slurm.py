@@ -63,6 +63,29 @@ def wait_until(predicate, timeout: float, every: float = 0.5):
     return predicate()
 
 
+class JobCounter:
+    """Counts this test's jobs in the queue every ``every`` seconds while it is open (a context manager)."""
+
+    def __init__(self, name: str, states: str = "PENDING,RUNNING,SUSPENDED,COMPLETING,CONFIGURING", every: float = 0.3):
+        self.name, self.states, self.every = name, states, every
+        self.seen: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.seen.append(len(our_jobs(self.name, self.states)))
+            time.sleep(self.every)
+
+    def __enter__(self) -> JobCounter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @pytest.fixture
 def job_name() -> str:
     name = f"mlt-{uuid.uuid4().hex[:6]}"
@@ -147,32 +170,21 @@ def test_half_gpu_trials_pack_two_per_device(tmp_path, job_name, test_log, store
 
 
 def test_sweep_asks_for_jobs_it_can_use_and_releases_them(tmp_path, job_name, test_log, store):
-    seen: list[int] = []
-    stop = threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            seen.append(len(our_jobs(job_name, "running")))
-            time.sleep(0.5)
-
     with mo.cluster(slurm(tmp_path, job_name, test_log, jobs={"min": 0, "max": 2})) as handle:
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        study = mo.sweep(
-            hpc_flows.steady,
-            space={"x": mo.uniform(0, 1), "seconds": 1.5},
-            metric="loss",
-            n_trials=8,
-            name=f"steady-{job_name}",
-            progress=False,
-        )
-        assert study.n_finished == 8
-        # Work ran out: the jobs go while the cluster stays open.
-        assert wait_until(lambda: our_jobs(job_name) == [], 20) is True
-        assert handle.n_workers == 0
-        stop.set()
-        watcher.join()
-    assert max(seen) == 2  # as many as allowed, not more
+        with JobCounter(job_name, "running") as counter:
+            study = mo.sweep(
+                hpc_flows.steady,
+                space={"x": mo.uniform(0, 1), "seconds": 1.5},
+                metric="loss",
+                n_trials=8,
+                name=f"steady-{job_name}",
+                progress=False,
+            )
+            assert study.n_finished == 8
+            # Work ran out: the jobs go while the cluster stays open.
+            assert wait_until(lambda: our_jobs(job_name) == [], 20) is True
+            assert handle.n_workers == 0
+    assert max(counter.seen) == 2  # as many as allowed, not more
     assert len({r["job"] for r in records(test_log, "where")}) >= 2
 
 
@@ -399,20 +411,10 @@ def test_jobs_that_can_never_start_stop_the_sweep_with_slurm_s_reason(tmp_path, 
 
 @pytest.mark.parametrize(("options", "most"), [({"max_concurrency": 1, "n_trials": 4}, 1), ({"n_trials": 1}, 1)])
 def test_demand_is_bounded_by_concurrency_and_trials_left(tmp_path, job_name, test_log, project, no_tracking, options, most):
-    seen: list[int] = []
-    stop = threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            seen.append(len(our_jobs(job_name)))
-            time.sleep(0.3)
-
-    watcher = threading.Thread(target=watch, daemon=True)
     # No log_directory: job logs go to the project folder, not the current directory.
     cfg = slurm(tmp_path, job_name, test_log, jobs={"max": 3})
     del cfg["log_directory"]
-    with mo.cluster(cfg):
-        watcher.start()
+    with mo.cluster(cfg), JobCounter(job_name) as counter:
         study = mo.sweep(
             hpc_flows.steady,
             space={"x": mo.uniform(0, 1), "seconds": 1.0},
@@ -421,10 +423,8 @@ def test_demand_is_bounded_by_concurrency_and_trials_left(tmp_path, job_name, te
             progress=False,
             **options,
         )
-        stop.set()
-        watcher.join()
     assert study.n_finished == options["n_trials"]
-    assert max(seen) == most  # never more jobs than trials can run at once
+    assert max(counter.seen) == most  # never more jobs than trials can run at once
     logs = sorted(p.name for p in (project / "jobs").iterdir())
     assert logs and all(name.startswith(job_name) for name in logs)
     assert not list(ROOT.glob(f"{job_name}*")) and not list(Path.cwd().glob("slurm-*.out"))

@@ -75,23 +75,6 @@ OWNED = {
     "scheduler_cls": "(set by mlorch)",
     "dashboard_address": "dashboard_address",
 }
-# SLURM's words for a job that is going away (squeue %T): its workers are lost to the batch system.
-ENDING_STATES = {
-    "CANCELLED",
-    "COMPLETING",
-    "COMPLETED",
-    "PREEMPTED",
-    "TIMEOUT",
-    "FAILED",
-    "NODE_FAIL",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "PENDING",
-    "REQUEUED",
-    "REQUEUE_FED",
-    "REQUEUE_HOLD",
-    "SUSPENDED",  # a job that had a worker and went back: requeued
-}
 # Final states of a job the batch system ended (not the job's own processes): its workers' losses
 # are not the task's fault. COMPLETED/FAILED/OUT_OF_MEMORY mean the job's processes exited or
 # were killed from inside (a crash): those losses count. COMPLETING/CONFIGURING: not decided yet.
@@ -108,6 +91,9 @@ BATCH_ENDED = {
     "REQUEUE_HOLD",
     "SUSPENDED",
 }
+# States of a job that will not run (again) as it is: the scaler replaces it, whoever ended it. PENDING
+# is left out: a job waiting to start is not gone.
+GONE_STATES = (BATCH_ENDED - {"PENDING"}) | {"COMPLETING", "COMPLETED", "FAILED", "OUT_OF_MEMORY", "GONE"}
 REQUEUED_STATES = ("REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "SUSPENDED")
 RUNNING_GRACE = 4.0  # seconds a cancelled job may still show RUNNING before SLURM marks it COMPLETING
 UNDECIDED = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
@@ -590,7 +576,7 @@ class JobScaler:
         if states is not None:
             for name, job_id in known.items():
                 state = states.get(job_id, ("GONE", ""))[0]
-                if state in ENDING_STATES | {"GONE"} and state != "PENDING":
+                if state in GONE_STATES:
                     ended[name] = state
         if ended:
             cluster.loop.add_callback(self._drop_jobs, ended)

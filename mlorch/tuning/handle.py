@@ -68,7 +68,7 @@ class Sweep:
                 self._update_bar(None)
                 scaler = getattr(self._driver.handle, "scaler", None)
                 if scaler is not None:  # a batch cluster: show its jobs as the queue changes
-                    scaler.on_queue(lambda _text: self._bar is not None and self._bar.set_postfix(self._postfix(), refresh=True))
+                    scaler.on_queue(self._on_queue)
             if not wait:
                 self._thread = threading.Thread(target=self._run, name=f"mlorch-sweep-{self.name}", daemon=True)
                 self._thread.start()
@@ -106,6 +106,10 @@ class Sweep:
                 if self._best is None or (frozen.value < self._best if minimize else frozen.value > self._best):
                     self._best = float(frozen.value)
         self._bar.set_postfix(self._postfix(), refresh=True)
+
+    def _on_queue(self, _state: str) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(self._postfix(), refresh=True)
 
     def _postfix(self) -> dict[str, Any]:
         postfix: dict[str, Any] = {}
