@@ -18,6 +18,7 @@ arrive intact in the caller's process (distributed ships exceptions by pickle).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "TaskArgumentError",
     "TaskFailedError",
     "TaskTimeoutError",
+    "causes",
 ]
 
 
@@ -109,3 +111,12 @@ def _picklable(exc: BaseException | None) -> BaseException | None:
         return exc
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+def causes(error: BaseException | None) -> Iterator[BaseException]:
+    """``error`` and what led to it: mlorch's ``.cause``, then ``__cause__``/``__context__`` (each once)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__

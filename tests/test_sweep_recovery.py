@@ -141,21 +141,21 @@ LOST_QUEUE_DRIVER = textwrap.dedent(
     import mlorch.tracking.bulk
     from mlorch.tracking.store import RunStore
     from mlorch.tuning.storage import open_storage
-    from mlorch.tuning.tracking import SweepTracker
+    from mlorch.tracking.sweep import SweepTracker
+    from mlorch.tuning.optuna_private import trial_id
 
     mlorch.tracking.bulk.LINGER = 3600  # the batch is still gathering writes when the process dies
     storage, _ = open_storage(None)
     study = optuna.create_study(study_name="lost-queue", storage=storage, directions=["minimize"])
     tracker = SweepTracker(RunStore.open())
-    tracker.define_by_run = True
-    tracker.start_sweep(study, "lost-queue", {{}})
+    tracker.sweep_started(study=study, experiment="lost-queue", summary={{}}, metrics=[], kind="objective")
     finished, running = study.ask(), study.ask()
     for trial in (finished, running):
         trial.suggest_float("x", -5, 5)
         trial.suggest_categorical("kind", ["a", "b"])
-        trial.set_user_attr("mlflow_run_id", tracker.start_trial(trial))
+        tracker.trial_started(trial=trial, trial_id=trial_id(trial))  # links the run: user attribute mlflow_run_id
     frozen = study.tell(finished, 0.5)
-    tracker.end_trial(frozen.user_attrs["mlflow_run_id"], frozen, [], None)
+    tracker.trial_finished(trial=frozen)
     os.kill(os.getpid(), signal.SIGKILL)
     """
 )

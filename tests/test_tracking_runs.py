@@ -104,17 +104,21 @@ def test_tracking_off_by_flag_and_by_environment(cluster, store, monkeypatch):
 
 def test_sweep_child_run_is_filled_but_not_ended(cluster, store):
     from mlorch.execution.runner import run_flow
+    from mlorch.tracking.hook import SweepTrialHook
+
+    def fill(run_id: str) -> dict:  # what a sweep's tracker hands a flow trial
+        return {"info": {"mlflow_run_id": run_id}, "extra_hooks": [SweepTrialHook(store, run_id)]}
 
     parent = store.create_run("sweep-like", "parent", params={"space": {"lr": [0.1, 1]}})
     child = store.create_run("sweep-like", "trial-0", parent_run_id=parent, tags={"trial": 0})
     other = store.create_run("sweep-like", "trial-1", parent_run_id=parent, params={"x": "four"})
-    run_flow(tf.tracked_small, (4,), {}, cluster=cluster, info={"mlflow_run_id": child})
+    run_flow(tf.tracked_small, (4,), {}, cluster=cluster, **fill(child))
     got = store.client.get_run(child)
     assert got.info.status == "RUNNING"  # the sweep ends it
     assert got.data.params["x"] == "4" and got.data.tags["mlflow.parentRunId"] == parent
     assert got.data.tags["mlorch.flow"] == "tracked_small"
     # a param the sweep already logged differently does not break the trial (MLflow refuses changes)
-    assert run_flow(tf.tracked_small, (4,), {}, cluster=cluster, info={"mlflow_run_id": other}) == 4
+    assert run_flow(tf.tracked_small, (4,), {}, cluster=cluster, **fill(other)) == 4
     assert store.client.get_run(other).data.params["x"] == "four"
     store.end_run(other, "FINISHED")
     assert len(store.client.get_metric_history(child, "ignored")) == 1

@@ -17,11 +17,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from mlorch.environment import QUIET_ENV
 from mlorch.errors import MlorchError
+from mlorch.uris import sqlite_path
 
 __all__ = ["add_parser", "main", "server_command"]
 
@@ -60,8 +60,9 @@ def server_command(uri: str, host: str, port: int) -> list[str]:
         "--backend-store-uri",
         uri,
     ]
-    if uri.startswith("sqlite:///"):
-        root = Path(uri[len("sqlite:///") :]).parent / "mlartifacts"
+    database = sqlite_path(uri)
+    if database is not None:
+        root = database.parent / "mlartifacts"
         cmd += ["--artifacts-destination", str(root)]
     return cmd
 

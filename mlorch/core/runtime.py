@@ -23,7 +23,7 @@ from mlorch.errors import TaskFailedError, TaskTimeoutError
 if TYPE_CHECKING:
     from mlorch.core.task import Task
 
-__all__ = ["TaskCall", "execute", "add_task_finalizer", "backoff_delay"]
+__all__ = ["TaskCall", "execute", "add_steering_check", "add_task_finalizer", "backoff_delay"]
 
 # Callbacks run after every attempt-series, e.g. tracking flushes its metric buffer.
 _finalizers: list[Callable[[TaskContext, BaseException | None], None]] = []
@@ -33,6 +33,16 @@ def add_task_finalizer(fn: Callable[[TaskContext, BaseException | None], None]) 
     """Register ``fn(ctx, error)`` to run in the worker thread when a task call ends."""
     if fn not in _finalizers:
         _finalizers.append(fn)
+
+
+# Integrations name the exceptions that steer a run (a pruned trial) rather than report a fault.
+_steering_checks: list[Callable[[BaseException], bool]] = []
+
+
+def add_steering_check(check: Callable[[BaseException], bool]) -> None:
+    """Register ``check(error)``: True for an exception that must never be retried (it steers the run)."""
+    if check not in _steering_checks:
+        _steering_checks.append(check)
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ def execute(call: TaskCall, *args: Any, **kwargs: Any) -> Any:
 
 def _control_flow(error: BaseException) -> bool:
     """Exceptions that steer a run rather than report a fault (a pruned trial): never retried."""
-    return type(error).__name__ == "TrialPruned" or getattr(error, "mlorch_no_retry", False)
+    return bool(getattr(error, "mlorch_no_retry", False)) or any(check(error) for check in _steering_checks)
 
 
 def _finalize(ctx: TaskContext, error: BaseException | None) -> None:

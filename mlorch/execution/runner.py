@@ -141,6 +141,7 @@ def run_flow(
         handle.want(owner, -1)
     result: Any = None
     error: BaseException | None = None
+    trace: Trace | None = None
     try:
         for hook in hooks:
             hook.on_run_start(run)
@@ -163,15 +164,17 @@ def run_flow(
         for future in futures:
             if future.status == "error":
                 exc = future.exception()
-                run.failed_task = getattr(exc, "task", None) or trace.names.get(str(future.key), str(future.key))
+                key = str(getattr(exc, "task", None) or future.key)  # KilledWorker names the key
+                run.failed_task = trace.names.get(key, key)
                 future.result()  # raises the task's error here
         values = handle.client.gather(futures[: len(outputs)]) if outputs else []
         result = substitute(value, dict(zip(outputs, values)))
         return result
     except BaseException as exc:
         error = exc
-        if run.failed_task is None:
-            run.failed_task = getattr(exc, "task", None)
+        failed = getattr(exc, "task", None)
+        if run.failed_task is None and failed:
+            run.failed_task = trace.names.get(str(failed), str(failed)) if trace is not None else str(failed)
         raise
     finally:
         backend.release()

@@ -14,6 +14,8 @@ from typing import Any
 
 from mlorch.core.runtime import add_task_finalizer
 from mlorch.execution.runner import FlowRun, add_run_hook
+from mlorch.names import RUN_ID_INFO, TRACKING_INFO
+from mlorch.tracking import emit, sink
 from mlorch.tracking.api import (
     log_artifact,
     log_figure,
@@ -48,13 +50,19 @@ __all__ = [
 ]
 
 
-def enabled() -> bool:
-    """False when ``MLORCH_TRACKING`` is ``off``/``0``/``false``/``no``."""
-    return os.environ.get("MLORCH_TRACKING", "on").strip().lower() not in ("off", "0", "false", "no")
+def enabled(requested: bool = True) -> bool:
+    """Whether to record in MLflow: the one place this is decided.
+
+    ``requested`` is the caller's own switch (a flow's or a sweep's ``tracking=``);
+    ``MLORCH_TRACKING=off``/``0``/``false``/``no`` turns everything off.
+    """
+    return requested and os.environ.get("MLORCH_TRACKING", "on").strip().lower() not in ("off", "0", "false", "no")
 
 
 def _hook_factory(run: FlowRun) -> Any:
-    if not getattr(run.flow, "tracking", True) or not enabled():
+    if not enabled(getattr(run.flow, "tracking", True) and run.info.get(TRACKING_INFO, True)):
+        return None
+    if run.info.get(RUN_ID_INFO):  # a sweep's trial: the sweep's tracker adds the hook that fills its run
         return None
     from mlorch.tracking.hook import TrackingHook  # imports mlflow, only when a tracked flow runs
 
@@ -63,5 +71,6 @@ def _hook_factory(run: FlowRun) -> Any:
 
 add_run_hook(_hook_factory)
 add_task_finalizer(on_task_end)
+emit.deliver_locally_to(lambda msg: sink.deliver(msg, None))
 # Task logs forwarded to the driver, and distributed's report of a failed task on the worker.
 scrub_logs("mlorch.worker", "distributed.worker")

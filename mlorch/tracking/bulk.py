@@ -27,7 +27,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlorch.tracking.store import _retry
+from mlorch.tracking.limits import METRICS_PER_REQUEST, PARAMS_TAGS_PER_REQUEST, chunks, retry_busy
+from mlorch.tracking.mlflow_private import sql_models, sql_store, validate_batch
 
 __all__ = ["BulkRuns", "open_bulk"]
 
@@ -50,6 +51,7 @@ _RUN_COLUMNS = {
     "artifact_uri",
     "experiment_id",
 }
+SQL_OR_CLAUSES = 100  # terms per OR in one DELETE (keeps the statement small; not an MLflow limit)
 _MAX_INF = 1.7976931348623157e308  # how MLflow stores +-inf (SQL has no infinity)
 # How long a batch gathers writes before it commits (unless someone waits for it): a run
 # that lives less than this is inserted once, ended, and fewer transactions hold the lock.
@@ -71,16 +73,10 @@ class _Pending:
 
 def open_bulk(client: Any) -> BulkRuns | None:
     """A :class:`BulkRuns` for ``client``'s store, or None when that store is not one it can write."""
-    try:
-        from mlflow.store.tracking.dbmodels.models import SqlRun
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        store = client._tracking_client.store
-    except Exception:  # another MLflow layout: use the public API
+    store = sql_store(client)
+    if store is None:
         return None
-    if not isinstance(store, SqlAlchemyStore):
-        return None
-    columns = SqlRun.__table__.columns
+    columns = sql_models().SqlRun.__table__.columns
     unknown = [c.name for c in columns if c.name not in _RUN_COLUMNS and not c.nullable and c.default is None]
     if not _RUN_COLUMNS <= set(columns.keys()) or unknown:
         log.info("MLflow's run table has columns mlorch does not fill (%s): writing runs one by one", unknown)
@@ -244,7 +240,7 @@ class BulkRuns:
     def _write_batch(self, batch: list[_Pending]) -> None:
         batch = [p for p in batch if _valid(p) or self._write_alone(p)]
         try:
-            _retry(lambda: self._commit(batch), "bulk run write")
+            retry_busy(lambda: self._commit(batch), "bulk run write")
         except Exception as exc:
             log.warning(
                 "tracking: a batch of %d run(s) failed (%s: %s); writing them one by one", len(batch), type(exc).__name__, exc
@@ -253,11 +249,18 @@ class BulkRuns:
                 self._write_alone(pending)
 
     def _commit(self, batch: list[_Pending]) -> None:
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
         from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 
         if not batch:
             return
+        models = sql_models()
+        SqlRun, SqlTag, SqlParam, SqlMetric, SqlLatestMetric = (  # noqa: N806 - MLflow's class names
+            models.SqlRun,
+            models.SqlTag,
+            models.SqlParam,
+            models.SqlMetric,
+            models.SqlLatestMetric,
+        )
         with self._sql.ManagedSessionMaker(read_only=False) as session:
             rows = []
             for p in batch:
@@ -269,8 +272,8 @@ class BulkRuns:
             retagged = [
                 and_(SqlTag.run_uuid == p.run_id, SqlTag.key.in_(list(p.tags))) for p in batch if p.row is None and p.tags
             ]
-            for start in range(0, len(retagged), 100):  # tags are upserts: drop the old value of a key set again
-                session.execute(delete(SqlTag).where(or_(*retagged[start : start + 100])))
+            for clauses in chunks(retagged, SQL_OR_CLAUSES):  # tags are upserts: drop the old value of a key set again
+                session.execute(delete(SqlTag).where(or_(*clauses)))
             tags = [{"key": k, "value": v, "run_uuid": p.run_id} for p in batch for k, v in p.tags.items()]
             if tags:
                 session.execute(insert(SqlTag), tags)
@@ -357,31 +360,30 @@ class BulkRuns:
 
         def attempt(what: str, write: Any) -> None:
             try:
-                _retry(write, what)
+                retry_busy(write, what)
             except Exception:
                 log.exception("tracking: run %s: %s failed", pending.run_id, what)
 
         if pending.row is not None:
             attempt("creating the run", lambda: self._insert_row(pending.row))
         metrics = [Metric(k, v, ts, step) for k, v, ts, step in pending.metrics]
-        for start in range(0, len(metrics), 1000):
-            attempt("logging metrics", lambda: self.client.log_batch(pending.run_id, metrics=metrics[start : start + 1000]))
+        for chunk in chunks(metrics, METRICS_PER_REQUEST):
+            attempt("logging metrics", lambda: self.client.log_batch(pending.run_id, metrics=list(chunk)))
         params = [Param(k, v) for k, v in pending.params.items()]
-        for start in range(0, len(params), 100):  # MLflow's limit per request
-            attempt("logging params", lambda: self.client.log_batch(pending.run_id, params=params[start : start + 100]))
+        for param_chunk in chunks(params, PARAMS_TAGS_PER_REQUEST):
+            attempt("logging params", lambda: self.client.log_batch(pending.run_id, params=list(param_chunk)))
         tags = [RunTag(k, v) for k, v in pending.tags.items()]
-        for start in range(0, len(tags), 100):
-            attempt("setting tags", lambda: self.client.log_batch(pending.run_id, tags=tags[start : start + 100]))
+        for tag_chunk in chunks(tags, PARAMS_TAGS_PER_REQUEST):
+            attempt("setting tags", lambda: self.client.log_batch(pending.run_id, tags=list(tag_chunk)))
         if pending.status:
             attempt("ending the run", lambda: self.client.set_terminated(pending.run_id, pending.status, pending.end_time))
         return False
 
     def _insert_row(self, row: dict[str, Any]) -> None:
-        from mlflow.store.tracking.dbmodels.models import SqlRun
         from sqlalchemy import insert
 
         with self._sql.ManagedSessionMaker(read_only=False) as session:
-            session.execute(insert(SqlRun), [row])
+            session.execute(insert(sql_models().SqlRun), [row])
 
     def _artifact_location(self, experiment_id: str) -> str:
         location = self._locations.get(experiment_id)
@@ -410,10 +412,9 @@ def _valid(pending: _Pending) -> bool:
     A run that fails them is written alone, through the public API, where MLflow says why.
     """
     from mlflow.entities import Metric, Param, RunTag
-    from mlflow.utils.validation import _validate_batch_log_data
 
     try:
-        _, params, tags = _validate_batch_log_data(
+        _, params, tags = validate_batch(
             [Metric(k, v, ts, step) for k, v, ts, step in pending.metrics],
             [Param(k, v) for k, v in pending.params.items()],
             [RunTag(k, v) for k, v in pending.tags.items()],

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlorch.core.context import TaskContext, current_or_none
+from mlorch.tracking.limits import METRICS_PER_REQUEST
 
 __all__ = [
     "TOPIC",
@@ -44,17 +45,24 @@ __all__ = [
 ]
 
 TOPIC = "mlorch-track"
-FLUSH_POINTS = 1000  # MLflow's log_batch limit: one event becomes one request
+FLUSH_POINTS = METRICS_PER_REQUEST  # one event becomes one request
 FLUSH_SECONDS = 1.0
 STAGE_BYTES = 256 << 10  # the scheduler keeps the last 1000 events per topic: keep them small
 
 Target = tuple[str, str]  # (tracking uri, MLflow run id)
 
-# Driver-side delivery for events produced in the driver's own process (set by sink).
-local_delivery: Callable[[dict[str, Any]], None] | None = None
+# Where events produced in the driver's own process go (no worker to send them from): the
+# tracking package wires this to ``sink.deliver`` when it is imported (``deliver_locally_to``).
+_local_delivery: Callable[[dict[str, Any]], None] | None = None
 # Where logging goes when no task is running in this thread: the flow run this driver
 # thread is executing (per thread, as a sweep may run several flows at once).
 _driver = threading.local()
+
+
+def deliver_locally_to(deliver: Callable[[dict[str, Any]], None]) -> None:
+    """Where events made outside any worker (the flow body, a notebook) are handed over."""
+    global _local_delivery
+    _local_delivery = deliver
 
 
 def _driver_targets() -> list[Target]:
@@ -165,10 +173,9 @@ class _Outbox:
     def send(self, msg: dict[str, Any]) -> None:
         worker = _worker() or self.worker  # the task's own worker; the cached one for the flusher thread
         if worker is None:
-            if local_delivery is None:
-                from mlorch.tracking import sink  # noqa: F401  (installs local_delivery)
-            assert local_delivery is not None
-            local_delivery(msg)
+            if _local_delivery is None:
+                raise RuntimeError("mlorch.tracking.emit: no local delivery wired (import mlorch.tracking)")
+            _local_delivery(msg)
             return
         self.worker = worker
         msg["worker"] = worker.address

@@ -1,35 +1,45 @@
 """The run hook: one MLflow run per flow run, always ended in the right state.
 
-``on_run_start`` opens the store, creates the run (unless a sweep already made one
-and put its id in ``run.info["mlflow_run_id"]``), logs the flow's parameters, the
+``on_run_start`` opens the store, creates the run (:class:`SweepTrialHook` instead
+fills the child run a sweep's tracker made for the trial), logs the flow's parameters, the
 reproducibility tags and the resolved config, and puts the run id and store URI in
 ``run.info`` for the tasks. ``on_run_end`` waits for every task event (the flush
 barrier), then ends the run: FINISHED; FAILED with the error and failing task;
 FAILED with ``mlorch.worker_died`` when a worker died under a task; KILLED on
 Ctrl-C or SIGTERM (a SIGTERM handler turns the signal into ``DriverTerminated``
 while a run is active in the main thread; the previous handler comes back after).
-Runs a sweep owns get the same tags but are left for the sweep to end.
+A sweep trial's run gets the same tags but is left for the sweep's tracker to end.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import signal
 import threading
 import time
 import traceback
 from typing import Any
 
+from mlorch.errors import causes
 from mlorch.execution.runner import FlowRun
+from mlorch.names import (
+    FAILED_TASK_TAG,
+    FLOW_RUN_TAG,
+    FLOW_TAG,
+    GPUS_USED_TAG,
+    KILLED_REASON_TAG,
+    RUN_ID_INFO,
+    TRACKING_URI_INFO,
+    WORKER_DIED_TAG,
+)
 from mlorch.tracking import emit, sink
-from mlorch.tracking.params import param_items, to_text
+from mlorch.tracking.params import to_text
 from mlorch.tracking.repro import repro_tags
 from mlorch.tracking.secrets import MASK, Secret, mask, scrub
 from mlorch.tracking.store import RunStore
 
-__all__ = ["DriverTerminated", "TrackingHook"]
+__all__ = ["DriverTerminated", "SweepTrialHook", "TrackingHook"]
 
 log = logging.getLogger("mlorch.tracking")
 
@@ -93,54 +103,39 @@ def _masked_tree(value: Any, name: str = "") -> Any:
     return to_text(value)
 
 
-def _task_name(key: Any) -> str:
-    """``train-<32 hex token>`` (a graph key, as KilledWorker reports it) -> ``train``."""
-    return re.sub(r"-[0-9a-f]{32}$", "", str(key))
-
-
 def _worker_died(error: BaseException | None) -> bool:
     from distributed.scheduler import KilledWorker
 
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, KilledWorker):
-            return True
-        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
-    return False
+    return any(isinstance(e, KilledWorker) for e in causes(error))
 
 
 class TrackingHook:
-    """Run hook created per flow run by ``mlorch.tracking``'s factory."""
+    """Records a flow run in an MLflow run of its own, which it creates and ends (one per flow run)."""
 
     def __init__(self, run: FlowRun):
         self.run = run
         self.store: RunStore | None = None
         self.run_id: str | None = None
-        self.owned = False
         self.signals = False
         self.target: emit.Target | None = None
 
+    def _open(self, store: RunStore, run: FlowRun) -> str:
+        return store.create_run(run.flow.experiment, f"{run.flow.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    def _close(self, store: RunStore, run_id: str, status: str, message: str | None) -> None:
+        store.end_run(run_id, status, message)
+
     def on_run_start(self, run: FlowRun) -> None:
         flow = run.flow
-        self.store = store = RunStore.open(run.info.get("mlflow_tracking_uri"))
-        run.info["mlflow_tracking_uri"] = store.tracking_uri
+        self.store = store = self.store or RunStore.open(run.info.get(TRACKING_URI_INFO))
+        run.info[TRACKING_URI_INFO] = store.tracking_uri
         sink.subscribe(run.cluster.client)
         tags = repro_tags(run.cluster)
-        tags.update({"mlorch.flow": flow.name, "mlorch.flow_run_id": run.run_id})
-        if run.info.get("mlflow_run_id"):
-            self.run_id = str(run.info["mlflow_run_id"])
-        else:
-            name = f"{flow.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            self.run_id = store.create_run(flow.experiment, name)
-            self.owned = True
-            run.info["mlflow_run_id"] = self.run_id
+        tags.update({FLOW_TAG: flow.name, FLOW_RUN_TAG: run.run_id})
+        self.run_id = self._open(store, run)
+        run.info[RUN_ID_INFO] = self.run_id
         try:
-            params: dict[str, Any] = dict(run.params)
-            if not self.owned:  # a sweep's run may hold some already; MLflow refuses to change a param
-                existing = store.client.get_run(self.run_id).data.params
-                params = {k: v for k, v in param_items(params).items() if k not in existing}
-            store.log_params(self.run_id, params)
+            store.log_params(self.run_id, dict(run.params))
             store.set_tags(self.run_id, tags)
             store.log_bytes(self.run_id, self._config_yaml(run).encode(), "config.yaml", "mlorch")
         except Exception as exc:  # the run exists: record what we can, but let the flow run
@@ -198,24 +193,35 @@ class TrackingHook:
         tags: dict[str, str] = {}
         gpus = store.gpus_used.pop(run_id, None)
         if gpus:
-            tags["mlorch.gpus.used"] = ",".join(str(g) for g in sorted(gpus))
+            tags[GPUS_USED_TAG] = ",".join(str(g) for g in sorted(gpus))
         status, message = "FINISHED", None
         if error is not None:
             status = "KILLED" if interrupted else "FAILED"
             message = f"{type(error).__name__}: {error}"
             if run.failed_task:
-                tags["mlorch.failed_task"] = _task_name(run.failed_task)
+                tags[FAILED_TASK_TAG] = run.failed_task
             if _worker_died(error):
-                tags["mlorch.worker_died"] = "true"
-                message = f"a worker died while running task {_task_name(run.failed_task or '?')}: {message}"
+                tags[WORKER_DIED_TAG] = "true"
+                message = f"a worker died while running task {run.failed_task or '?'}: {message}"
             if interrupted:
-                tags["mlorch.killed_reason"] = "SIGTERM" if isinstance(error, DriverTerminated) else "KeyboardInterrupt (Ctrl-C)"
+                tags[KILLED_REASON_TAG] = "SIGTERM" if isinstance(error, DriverTerminated) else "KeyboardInterrupt (Ctrl-C)"
             else:
                 trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
                 store.log_bytes(run_id, scrub(trace).encode(), "error.txt", "mlorch")
         if tags:
             store.set_tags(run_id, tags)
-        if self.owned:
-            store.end_run(run_id, status, message)
-        elif message:
-            store.set_tags(run_id, {"mlorch.error": scrub(message)})
+        self._close(store, run_id, status, message)
+
+
+class SweepTrialHook(TrackingHook):
+    """Fills a sweep trial's child run: the sweep's tracker created it and ends it with the trial's state."""
+
+    def __init__(self, store: RunStore, run_id: str):
+        self.store, self.fixed_run_id = store, run_id
+        self.run_id, self.signals, self.target = None, False, None
+
+    def _open(self, store: RunStore, run: FlowRun) -> str:
+        return self.fixed_run_id
+
+    def _close(self, store: RunStore, run_id: str, status: str, message: str | None) -> None:
+        """Nothing: the tracker ends the run, with the trial's error."""

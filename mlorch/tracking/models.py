@@ -13,13 +13,12 @@ for estimators skops cannot save; PyTorch uses ``"pickle"`` unless the caller pa
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
-from collections.abc import Iterator
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
+
+from mlorch.tracking.mlflow_private import pinned_tracking
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -48,33 +47,6 @@ def pack(model: Any, input_example: Any) -> bytes:
     import cloudpickle
 
     return cloudpickle.dumps((model, input_example))
-
-
-@contextlib.contextmanager
-def _pinned(uri: str, experiment_id: str) -> Iterator[None]:
-    """Point mlflow's global tracking URI and active experiment at the run's for a moment.
-
-    ``Model.log`` files the model under the *active* experiment (default "0", whose
-    artifacts go to ``./mlruns``), not the run's, and reads the global URI. Both are
-    restored afterwards, and ``MLFLOW_TRACKING_URI`` too (mlflow's helper unsets it).
-    """
-    from mlflow.tracking import fluent
-    from mlflow.tracking._tracking_service import utils
-
-    old_global: str | None = utils._tracking_uri
-    old_env = os.environ.get("MLFLOW_TRACKING_URI")
-    old_experiment = fluent._active_experiment_id
-    utils.set_tracking_uri(uri)
-    fluent._active_experiment_id = experiment_id  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        fluent._active_experiment_id = old_experiment
-        utils.set_tracking_uri(old_global)  # type: ignore[arg-type]  # None restores MLflow's default
-        if old_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = old_env
 
 
 def _requirements(*dists: str) -> list[str]:
@@ -145,7 +117,7 @@ def log_packed_model(
         **options,
     }
     experiment_id = client.get_run(run_id).info.experiment_id
-    with _uri_lock, _pinned(tracking_uri, experiment_id):
+    with _uri_lock, pinned_tracking(tracking_uri, experiment_id):
         if flavor == "pytorch":
             kwargs.setdefault("serialization_format", "pickle")
             kwargs.setdefault("pip_requirements", _requirements("torch", "mlflow", "cloudpickle", "numpy"))
@@ -163,3 +135,11 @@ def log_packed_model(
             return None
         version = mlflow.register_model(info.model_uri, name, await_registration_for=60, tags=tags)
     return int(version.version)
+
+
+def register_version(tracking_uri: str, model_uri: str, name: str) -> int:
+    """Register ``model_uri`` as a new version of ``name`` in ``tracking_uri``'s registry; its number."""
+    import mlflow
+
+    with _uri_lock, pinned_tracking(tracking_uri):
+        return int(mlflow.register_model(model_uri, name, await_registration_for=60).version)

@@ -13,13 +13,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from mlorch.tracking.limits import MAX_KEY, MAX_PARAM, MAX_TAG
 from mlorch.tracking.secrets import MASK, Secret, mask, scrub
 
 __all__ = ["MAX_KEY", "MAX_PARAM", "MAX_TAG", "flatten", "param_items", "tag_items", "to_text", "truncate"]
 
-MAX_KEY = 250
-MAX_PARAM = 6000
-MAX_TAG = 8000
 _CUT = "...[truncated]"
 
 

@@ -18,6 +18,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from mlorch.tracking import emit
+from mlorch.tracking.store import RunStore
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -32,10 +33,8 @@ _subscribed: weakref.WeakSet[Any] = weakref.WeakSet()
 
 def deliver(msg: dict[str, Any], client: Client | None = None) -> None:
     """Hand one event to its store's writer; never blocks on I/O."""
-    from mlorch.tracking.store import RunStore, _stores, resolve_uri
-
     uri = str(msg.get("uri") or "")
-    store = _stores.get(uri) or _stores.get(resolve_uri(uri or None))
+    store = RunStore.opened(uri or None)
     if store is not None:
         store.enqueue(msg, client)
     else:  # first event for a store this process has not opened: open it off the event loop
@@ -45,13 +44,6 @@ def deliver(msg: dict[str, Any], client: Client | None = None) -> None:
         with _cond:
             _received[(str(msg.get("run")), str(worker))] += 1
             _cond.notify_all()
-
-
-def _local(msg: dict[str, Any]) -> None:
-    deliver(msg, None)
-
-
-emit.local_delivery = _local
 
 
 def subscribe(client: Client) -> None:

@@ -20,18 +20,25 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlorch.tracking.params import MAX_TAG, param_items, tag_items, truncate
+from mlorch.environment import QUIET_ENV
+from mlorch.names import ERROR_TAG, PARENT_RUN_TAG
+from mlorch.project import home
+from mlorch.tracking.bulk import BulkRuns, open_bulk
+from mlorch.tracking.limits import MAX_TAG, METRICS_PER_REQUEST, PARAMS_TAGS_PER_REQUEST, chunks, retry_busy
+from mlorch.tracking.liveness import Heartbeat, owner_tags, reap_orphans
+from mlorch.tracking.params import param_items, tag_items, truncate
 from mlorch.tracking.secrets import scrub
+from mlorch.tracking.writer import write_forever
+from mlorch.uris import sqlite_path
 
 if TYPE_CHECKING:
     from distributed import Client
     from mlflow import MlflowClient
 
-    from mlorch.tracking.bulk import BulkRuns
 
 __all__ = ["RunStore", "configure", "resolve_uri"]
 
@@ -56,15 +63,8 @@ def resolve_uri(tracking_uri: str | None = None) -> str:
             path = Path(uri).resolve()
             uri = f"sqlite:///{path if path.suffix == '.db' else path / 'mlflow.db'}"
         return uri
-    from mlorch.project import home
 
     return f"sqlite:///{home() / 'mlflow.db'}"
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///") :])
-    return None
 
 
 @contextlib.contextmanager
@@ -81,23 +81,6 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _retry(fn: Callable[[], Any], what: str) -> Any:
-    """SQLite may still be busy with another process's writes; try a few times."""
-    for attempt in range(4):
-        try:
-            return fn()
-        except Exception as exc:
-            if "locked" not in str(exc) or attempt == 3:
-                raise
-            log.debug("%s: database busy, retrying", what)
-            time.sleep(0.5 * 2**attempt)
-
-
 class RunStore:
     """One MLflow tracking store, opened once per process per URI (see module docs)."""
 
@@ -105,7 +88,7 @@ class RunStore:
         self.tracking_uri = tracking_uri
         self.client = client
         self.artifact_root: Path | None = None
-        db = _sqlite_path(tracking_uri)
+        db = sqlite_path(tracking_uri)
         if db is not None:
             self.artifact_root = db.parent / "mlartifacts"
         self.gpus_used: dict[str, set[int]] = {}
@@ -114,11 +97,15 @@ class RunStore:
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
         self._bulk: BulkRuns | None | bool = False  # False: not opened yet
-        from mlorch.tracking.liveness import Heartbeat
 
         self.heartbeat = Heartbeat(self)
 
     # -- opening --------------------------------------------------------------------
+    @classmethod
+    def opened(cls, tracking_uri: str | None = None) -> RunStore | None:
+        """The store for ``tracking_uri`` if this process has opened it already (never blocks on I/O)."""
+        return _stores.get(tracking_uri or "") or _stores.get(resolve_uri(tracking_uri))
+
     @classmethod
     def open(cls, tracking_uri: str | None = None) -> RunStore:
         """The store for ``tracking_uri`` (see :func:`resolve_uri`), created and checked on first use.
@@ -136,19 +123,17 @@ class RunStore:
 
     @classmethod
     def _create(cls, uri: str) -> RunStore:
-        from mlorch.environment import QUIET_ENV
 
         for key, value in QUIET_ENV.items():
             os.environ.setdefault(key, value)
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        db = _sqlite_path(uri)
+        db = sqlite_path(uri)
         lock = _file_lock(db) if db is not None else contextlib.nullcontext()
         with lock:
             client.search_experiments(max_results=1)  # creates and migrates the database once
         store = cls(uri, client)
-        from mlorch.tracking.liveness import reap_orphans
 
         try:
             reap_orphans(store)
@@ -191,12 +176,11 @@ class RunStore:
         parent_run_id: str | None = None,
     ) -> str:
         """Start a RUNNING run (heartbeated until :meth:`end_run`); returns its id."""
-        from mlorch.tracking.liveness import owner_tags
 
         all_tags = {**tag_items(tags or {}), **owner_tags()}
         if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
-        run = _retry(
+            all_tags[PARENT_RUN_TAG] = parent_run_id
+        run = retry_busy(
             lambda: self.client.create_run(self.experiment_id(experiment), run_name=run_name, tags=all_tags),
             "create_run",
         )
@@ -211,8 +195,8 @@ class RunStore:
         from mlflow.entities import Param
 
         items = [Param(k, v) for k, v in param_items(params).items()]
-        for chunk in _chunks(items, 100):
-            _retry(lambda: self.client.log_batch(run_id, params=chunk), "log_params")
+        for chunk in chunks(items, PARAMS_TAGS_PER_REQUEST):
+            retry_busy(lambda: self.client.log_batch(run_id, params=chunk), "log_params")
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -221,16 +205,16 @@ class RunStore:
         self.write_points(run_id, [Metric(k, float(v), now, int(step or 0)) for k, v in metrics.items()])
 
     def write_points(self, run_id: str, metrics: list[Any]) -> None:
-        """``mlflow.entities.Metric`` objects, 1000 per request."""
-        for chunk in _chunks(metrics, 1000):
-            _retry(lambda: self.client.log_batch(run_id, metrics=chunk), "log_metrics")
+        """``mlflow.entities.Metric`` objects, as many per request as MLflow takes."""
+        for chunk in chunks(metrics, METRICS_PER_REQUEST):
+            retry_busy(lambda: self.client.log_batch(run_id, metrics=chunk), "log_metrics")
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
         items = [RunTag(k, v) for k, v in tag_items(tags).items()]
-        for chunk in _chunks(items, 100):
-            _retry(lambda: self.client.log_batch(run_id, tags=chunk), "set_tags")
+        for chunk in chunks(items, PARAMS_TAGS_PER_REQUEST):
+            retry_busy(lambda: self.client.log_batch(run_id, tags=chunk), "set_tags")
 
     def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
         """Upload a file, or a folder's files under its name; text files are scrubbed of known secrets."""
@@ -244,7 +228,7 @@ class RunStore:
         if not path.is_file():
             raise FileNotFoundError(f"log_artifact: {path} does not exist")
         with _scrubbed(path) as upload:
-            _retry(lambda: self.client.log_artifact(run_id, str(upload), artifact_path), "log_artifact")
+            retry_busy(lambda: self.client.log_artifact(run_id, str(upload), artifact_path), "log_artifact")
 
     def log_bytes(self, run_id: str, data: bytes, name: str, artifact_path: str | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="mlorch-art-") as tmp:
@@ -259,16 +243,14 @@ class RunStore:
         self.flush()
         self.heartbeat.remove(run_id)
         if error:
-            self.set_tags(run_id, {"mlorch.error": truncate(scrub(error), MAX_TAG)})
-        _retry(lambda: self.client.set_terminated(run_id, status), "end_run")
+            self.set_tags(run_id, {ERROR_TAG: truncate(scrub(error), MAX_TAG)})
+        retry_busy(lambda: self.client.set_terminated(run_id, status), "end_run")
 
     @property
     def bulk(self) -> BulkRuns | None:
         """Batched writes of many small runs (SQL stores, see ``bulk``); None where only the public API works."""
         with self._writer_lock:
             if self._bulk is False:
-                from mlorch.tracking.bulk import open_bulk
-
                 self._bulk = open_bulk(self.client)
                 if self._bulk is not None:
                     import atexit
@@ -293,8 +275,6 @@ class RunStore:
         if self._writer is None or not self._writer.is_alive():
             with self._writer_lock:
                 if self._writer is None or not self._writer.is_alive():
-                    from mlorch.tracking.writer import write_forever
-
                     self._writer = threading.Thread(
                         target=write_forever, args=(self, self._queue), name="mlorch-track-writer", daemon=True
                     )

@@ -79,10 +79,10 @@ def sweep(
 
     from mlorch.tuning.driver import SweepDriver, finished_trials, resume
     from mlorch.tuning.handle import Sweep
+    from mlorch.tuning.hooks import open_hooks
     from mlorch.tuning.lease import acquire
     from mlorch.tuning.plan import make_plan
     from mlorch.tuning.storage import open_storage
-    from mlorch.tuning.tracking import open_tracker
 
     plan = make_plan(
         target,
@@ -129,9 +129,10 @@ def sweep(
                 f"direction: study '{plan.name}' already exists with direction(s) {stored}, not {plan.directions}; "
                 "use another name= for a different sweep"
             )
-        driver = SweepDriver(plan, handle, study, spec, tracker := open_tracker(plan.tracking))
-        tracker.start_sweep(study, plan.experiment, plan.summary)
-        resume(study, tracker, plan.metrics)
+        hooks = open_hooks(plan.tracking)
+        driver = SweepDriver(plan, handle, study, spec, hooks)
+        hooks.sweep_started(study=study, experiment=plan.experiment, summary=plan.summary, metrics=plan.metrics, kind=plan.kind)
+        resume(study, hooks)
     except BaseException:
         _release(lease)
         if owned:
@@ -141,7 +142,7 @@ def sweep(
     def finish(error: BaseException | None) -> None:
         try:
             status = "FINISHED" if error is None else ("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
-            tracker.finish(study, plan.metrics, status)
+            hooks.sweep_finished(study=study, status=status)
         finally:
             _release(lease)
             if owned:

@@ -34,56 +34,56 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mlorch.errors import ConfigError, MlorchError, ResourceUnavailableError
+from mlorch.errors import ConfigError, MlorchError, ResourceUnavailableError, causes
 from mlorch.execution.cluster import ClusterHandle
 from mlorch.execution.jobqueue import LOST_TOPIC
 from mlorch.execution.resources import describe, unmet
 from mlorch.log import get_logger
+from mlorch.names import ERROR_ATTR, INTERRUPTED_ATTR, LOST_ATTR, RETRY_OF_ATTR, RUN_ATTR
+from mlorch.tuning.hooks import SweepHooks
+from mlorch.tuning.optuna_private import set_trial_attr, storage_of, trial_id
 from mlorch.tuning.plan import Plan
 from mlorch.tuning.pool import KeyPool, TrialBackend
 from mlorch.tuning.report import prune_event_name, report_topic
 from mlorch.tuning.space import suggest
 from mlorch.tuning.storage import StorageSpec
-from mlorch.tuning.tracking import RUN_ATTR, NullTracker
 
 __all__ = ["SweepDriver", "finished_trials", "resume"]
 
 log = get_logger("mlorch.sweep")
-INTERRUPTED = "mlorch.interrupted"
-LOST_ATTR = "mlorch.lost_attempts"  # attempts of a trial whose worker left with its batch job
 MAX_LOST_ATTEMPTS = 10  # a trial whose job keeps ending under it (its own doing, e.g. memory) fails then
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Trials that count against ``n_trials``."""
-    return [t for t in study.get_trials(deepcopy=False) if t.state in FINISHED_STATES and not t.user_attrs.get(INTERRUPTED)]
+    return [t for t in study.get_trials(deepcopy=False) if t.state in FINISHED_STATES and not t.user_attrs.get(INTERRUPTED_ATTR)]
 
 
-def resume(study: optuna.Study, tracker: NullTracker, metrics: list[str]) -> list[int]:
+def resume(study: optuna.Study, hooks: SweepHooks) -> list[int]:
     """Close trials a dead driver left RUNNING, re-enqueue their parameters; returns their numbers.
 
     Each closed trial is FAIL with ``mlorch.interrupted`` (not counted), its MLflow run
     KILLED; runs the dead driver had no time to end are ended as their trials were.
     """
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    storage = study._storage
     for t in running:
-        run_id = tracker.run_for(t)
+        run_id = hooks.trial_interrupted(trial=t, trial_id=trial_id(t))
         if run_id is not None:
-            storage.set_trial_user_attr(t._trial_id, RUN_ATTR, run_id)
-        storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
-        storage.set_trial_user_attr(t._trial_id, "mlorch.error", "the sweep driver stopped while this trial ran; re-enqueued")
+            set_trial_attr(study, t, RUN_ATTR, run_id)
+        set_trial_attr(study, t, INTERRUPTED_ATTR, True)
+        set_trial_attr(study, t, ERROR_ATTR, "the sweep driver stopped while this trial ran; re-enqueued")
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-        study.enqueue_trial(t.params, user_attrs={"mlorch.retry_of": t.number})
+        study.enqueue_trial(t.params, user_attrs={RETRY_OF_ATTR: t.number})
     if running:
         log.info(
             "sweep '%s': resuming; trial(s) %s were running when the last driver stopped: re-enqueued",
             study.study_name,
             ", ".join(str(t.number) for t in running),
         )
-    if study.get_trials(deepcopy=False):
-        tracker.reconcile(study, metrics)
+    trials = study.get_trials(deepcopy=False)
+    if trials:
+        hooks.sweep_resumed(study=study, trial_ids={t.number: trial_id(t) for t in trials})
     return [t.number for t in running]
 
 
@@ -93,15 +93,13 @@ class TrialRecord:
     params: dict[str, Any]
     started: float = field(default_factory=time.monotonic)
     deadline: float | None = None
-    run_id: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # the trial's entries for its flow run's info
     backend: TrialBackend | None = None
     future: Any = None
     prune_requested: bool = False
     signalled: bool = False
     closed: bool = False
     steps: set[int] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    tracked: bool = False
     lost: int = 0
     deferred: tuple[FrozenTrial, str | None] | None = None
 
@@ -119,7 +117,7 @@ class SweepDriver:
         handle: ClusterHandle,
         study: optuna.Study,
         storage_spec: StorageSpec,
-        tracker: NullTracker,
+        hooks: SweepHooks,
         on_finish: Callable[[FrozenTrial], None] | None = None,
     ):
         self.plan = plan
@@ -131,16 +129,10 @@ class SweepDriver:
             from mlorch.tuning.storage import serve_from_scheduler
 
             # Batch jobs may not see the driver's files: serve the study through the scheduler.
-            self.storage_spec = serve_from_scheduler(study._storage, self.client, f"mlorch-{uuid.uuid4().hex}")
-        self.tracker = tracker
+            self.storage_spec = serve_from_scheduler(storage_of(study), self.client, f"mlorch-{uuid.uuid4().hex}")
+        self.hooks = hooks
         self.on_finish = on_finish
-        tracker.define_by_run = plan.kind == "objective"
         self.flow = plan.target
-        if plan.kind == "flow" and type(tracker) is NullTracker:  # sweep untracked: trials too
-            import copy
-
-            self.flow = copy.copy(plan.target)
-            self.flow.tracking = False
         self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self.inflight: dict[int, TrialRecord] = {}
         self.pool = KeyPool(self.client, on_resources=lambda r: self.events.put(("learned", r)))
@@ -303,31 +295,27 @@ class SweepDriver:
         thread = threading.Thread(target=body, args=(rec,), name=f"mlorch-trial-{trial.number}", daemon=True)
         thread.start()
 
-    def _track_start(self, rec: TrialRecord, state: TrialState | None = None) -> None:
-        """Create the trial's MLflow run once (trial thread, timeout or abort may race for it).
-
-        Flow trials need it in the store before they start. An objective trial gets it
-        as it starts where runs are queued (SQL stores: free), else when it ends
-        (``state`` known): its tags then go in with the run, and MLflow's slow writes
-        overlap with the next trial on the worker instead of delaying this one.
-        """
-        with rec.lock:
-            if rec.tracked:
-                return
-            rec.tracked = True
-            rec.run_id = self.tracker.start_trial(rec.trial, state, wait=self.plan.kind == "flow")
-            if rec.run_id is not None:
-                self.study._storage.set_trial_user_attr(rec.trial._trial_id, RUN_ATTR, rec.run_id)
+    def _trial_started(self, rec: TrialRecord, state: TrialState | None = None) -> None:
+        """Tell the hooks (the trial's thread, a timeout or an abort may each be first; they make its run once)."""
+        rec.info.update(
+            self.hooks.trial_started(
+                trial=rec.trial,
+                trial_id=trial_id(rec.trial),
+                state=None if state is None else state.name,
+                needs_run=self.plan.kind == "flow",
+            )
+        )
 
     def _flow_trial(self, rec: TrialRecord) -> None:
         from mlorch.execution.runner import run_flow
 
         try:
-            self._track_start(rec)
-            info: dict[str, Any] = {"sweep": self.plan.name, "trial": rec.number}
-            if rec.run_id is not None:
-                info.update(mlflow_run_id=rec.run_id, mlflow_tracking_uri=self.tracker.tracking_uri)
-            result = run_flow(self.flow, (), dict(rec.params), cluster=self.handle, info=info, backend=rec.backend)
+            self._trial_started(rec)
+            info: dict[str, Any] = {"sweep": self.plan.name, "trial": rec.number, **rec.info}
+            hooks = self.hooks.flow_hooks(number=rec.number)
+            result = run_flow(
+                self.flow, (), dict(rec.params), cluster=self.handle, info=info, backend=rec.backend, extra_hooks=hooks
+            )
             self.events.put(("done", rec, result, None))
         except BaseException as exc:  # noqa: BLE001 - judged by the driver thread
             self.events.put(("done", rec, None, exc))
@@ -336,15 +324,14 @@ class SweepDriver:
         from mlorch.tuning.objective import ObjectiveCall, run_objective
 
         try:
-            if self.tracker.queues_runs:
-                self._track_start_safely(rec)
+            self._trial_started_safely(rec)
             call = ObjectiveCall(
                 objective=self.plan.target,
                 study_name=self.study.study_name,
                 storage=self.storage_spec,
                 sampler=self.plan.sampler,
                 pruner=self.plan.pruner,
-                trial_id=rec.trial._trial_id,
+                trial_id=trial_id(rec.trial),
                 number=rec.number,
                 sweep=self.plan.name,
             )
@@ -358,14 +345,14 @@ class SweepDriver:
 
     def _objective_ended(self, rec: TrialRecord, value: Any, error: BaseException | None) -> None:
         try:
-            self._track_start(rec, self._outcome(rec, value, error)[0])
+            self._trial_started(rec, self._outcome(rec, value, error)[0])
         except BaseException as exc:  # noqa: BLE001 - tracking trouble must not lose the trial
             log.warning("sweep '%s': could not track trial %d: %s", self.plan.name, rec.number, exc)
         self.events.put(("done", rec, value, error))  # always: the driver waits for it
 
-    def _track_start_safely(self, rec: TrialRecord) -> None:
+    def _trial_started_safely(self, rec: TrialRecord) -> None:
         try:
-            self._track_start(rec)
+            self._trial_started(rec)
         except Exception as exc:  # tracking trouble must not lose the trial
             log.warning("sweep '%s': could not track trial %d: %s", self.plan.name, rec.number, exc)
 
@@ -395,7 +382,7 @@ class SweepDriver:
         if rec.deferred is not None:
             frozen, message = rec.deferred
             rec.deferred = None
-            self.tracker.end_trial(rec.run_id, frozen, self.plan.metrics, message)
+            self.hooks.trial_finished(trial=frozen, error=message)
 
     def _outcome(self, rec: TrialRecord, result: Any, error: BaseException | None) -> tuple[TrialState, Any, str | None]:
         if error is not None:
@@ -450,21 +437,20 @@ class SweepDriver:
     ) -> None:
         """Tell Optuna; end the MLflow run now, or (``defer``) once the trial's thread is gone."""
         rec.closed = True
-        self._track_start(rec, state)  # a no-op unless the trial ends before its thread made the run
-        storage = self.study._storage
+        self._trial_started(rec, state)  # a no-op unless the trial ends before its thread made the run
         if message:
-            storage.set_trial_user_attr(rec.trial._trial_id, "mlorch.error", message[:2000])
+            set_trial_attr(self.study, rec.trial, ERROR_ATTR, message[:2000])
             log.warning("sweep '%s': trial %d failed: %s", self.plan.name, rec.number, message)
         frozen = self.study.tell(
             rec.number, values=values if state == TrialState.COMPLETE else None, state=state, skip_if_finished=True
         )
-        if not frozen.user_attrs.get(INTERRUPTED):
+        if not frozen.user_attrs.get(INTERRUPTED_ATTR):
             self.finished += 1
         if defer:
             rec.deferred = (frozen, message)
             self._deferred.append(rec)
         else:
-            self.tracker.end_trial(rec.run_id, frozen, self.plan.metrics, message)
+            self.hooks.trial_finished(trial=frozen, error=message)
         if rec.signalled:
             self._event(rec.number, clear=True)
         if self.on_finish is not None:
@@ -476,8 +462,7 @@ class SweepDriver:
         value, step = msg.get("value"), int(msg.get("step", 0))
         if rec is None or rec.closed or value is None:
             return
-        name = (self.plan.metrics or ["objective"])[0]
-        self.tracker.report(rec.run_id, name, float(value), step)
+        self.hooks.trial_reported(number=rec.number, value=float(value), step=step)
         if self.plan.multi or rec.prune_requested:
             return
         if step in rec.steps:  # Optuna keeps the first value of a step (a retried task reports again)
@@ -501,7 +486,7 @@ class SweepDriver:
             if rec.closed or not own & keys:
                 continue
             rec.lost += 1
-            self.study._storage.set_trial_user_attr(rec.trial._trial_id, LOST_ATTR, rec.lost)
+            set_trial_attr(self.study, rec.trial, LOST_ATTR, rec.lost)
             if rec.lost >= MAX_LOST_ATTEMPTS:
                 self.inflight.pop(rec.number, None)
                 self._cancel(rec)
@@ -560,9 +545,9 @@ class SweepDriver:
         for rec in list(self.inflight.values()):
             self._cancel(rec)
             try:
-                self.study._storage.set_trial_user_attr(rec.trial._trial_id, INTERRUPTED, True)
+                set_trial_attr(self.study, rec.trial, INTERRUPTED_ATTR, True)
                 self.study.enqueue_trial(
-                    rec.params if self.plan.kind == "flow" else rec.trial.params, user_attrs={"mlorch.retry_of": rec.number}
+                    rec.params if self.plan.kind == "flow" else rec.trial.params, user_attrs={RETRY_OF_ATTR: rec.number}
                 )
                 self._tell(rec, TrialState.FAIL, None, f"the sweep driver stopped: {type(exc).__name__}", defer=True)
             except Exception:
@@ -585,14 +570,7 @@ def _is_number(v: Any) -> bool:
 
 
 def _is_pruned(error: BaseException) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, optuna.TrialPruned):
-            return True
-        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
-    return False
+    return any(isinstance(e, optuna.TrialPruned) for e in causes(error))
 
 
 def _describe(error: BaseException) -> str:

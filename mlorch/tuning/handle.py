@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mlorch.names import INTERRUPTED_ATTR, PARENT_ATTR, RUN_ATTR
+
 if TYPE_CHECKING:
     import optuna
     import pandas as pd
@@ -21,8 +23,6 @@ if TYPE_CHECKING:
 
     from mlorch.tuning.driver import SweepDriver
     from mlorch.tuning.plan import Plan
-
-RUN_ATTR = "mlflow_run_id"  # the trial user attribute naming its MLflow run (see tracking.py)
 
 __all__ = ["Sweep"]
 
@@ -90,15 +90,13 @@ class Sweep:
         from each finished trial (no full read of the study per trial: that grows with the sweep)."""
         from optuna.trial import TrialState
 
-        from mlorch.tuning.driver import INTERRUPTED
-
         if frozen is None:
             self._tally = {TrialState.PRUNED: 0, TrialState.FAIL: 0}
             for trial in self.study.get_trials(deepcopy=False):
-                if trial.state in self._tally and not trial.user_attrs.get(INTERRUPTED):
+                if trial.state in self._tally and not trial.user_attrs.get(INTERRUPTED_ATTR):
                     self._tally[trial.state] += 1
             self._best = self.best_value
-        elif not frozen.user_attrs.get(INTERRUPTED):
+        elif not frozen.user_attrs.get(INTERRUPTED_ATTR):
             if frozen.state in self._tally:
                 self._tally[frozen.state] += 1
             elif frozen.state == TrialState.COMPLETE and not self.plan.multi and frozen.value is not None:
@@ -182,7 +180,7 @@ class Sweep:
 
     @property
     def parent_run_id(self) -> str | None:
-        return self.study.user_attrs.get("mlflow_parent_run_id")
+        return self.study.user_attrs.get(PARENT_ATTR)
 
     @property
     def max_concurrency(self) -> int:

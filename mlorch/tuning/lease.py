@@ -22,6 +22,7 @@ from typing import IO
 
 from mlorch.errors import SweepRunningError
 from mlorch.tuning.storage import StorageSpec
+from mlorch.uris import sqlite_path
 
 __all__ = ["Lease", "acquire"]
 
@@ -47,8 +48,9 @@ def lock_path(spec: StorageSpec, name: str) -> Path | None:
     if kind == "journal" and where:
         return _beside(Path(where).resolve(), name)
     if kind == "rdb" and where:
-        if where.startswith("sqlite:///"):  # beside the database file, whoever opens it
-            return _beside(Path(where[len("sqlite:///") :]).resolve(), name)
+        database = sqlite_path(where)
+        if database is not None:  # beside the database file, whoever opens it
+            return _beside(database.resolve(), name)
         from mlorch.project import home  # a database server: drivers of this project on this host
 
         return home() / "optuna" / "leases" / _file_name(where, name)

@@ -16,11 +16,24 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Any
 
 from distributed import WorkerPlugin
 
+from mlorch.core.runtime import add_steering_check
+
 __all__ = ["report", "report_topic", "prune_event_name", "should_stop"]
+
+
+def is_trial_pruned(error: BaseException) -> bool:
+    """Optuna's ``TrialPruned`` stops a trial; it is never a fault to retry. (Whoever raised one has
+    imported optuna, so looking it up in ``sys.modules`` keeps ``import mlorch`` free of Optuna.)"""
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and isinstance(error, optuna.TrialPruned)
+
+
+add_steering_check(is_trial_pruned)  # every process that imports mlorch, workers included
 
 
 def _safe(name: str) -> str:

@@ -23,6 +23,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from mlorch.errors import ConfigError
+from mlorch.tuning.optuna_private import journal_file
 
 __all__ = ["StorageSpec", "default_journal_path", "open_storage", "serve_from_scheduler", "storage_from_spec"]
 
@@ -110,9 +111,9 @@ def serve_from_scheduler(storage: optuna.storages.BaseStorage, client: Any, name
 
 
 def _spec_of(storage: optuna.storages.BaseStorage) -> StorageSpec:
-    backend = getattr(storage, "_backend", None)
-    if isinstance(storage, JournalStorage) and isinstance(backend, JournalFileBackend):
-        return ("journal", str(backend._file_path))
+    path = journal_file(storage)
+    if path is not None:
+        return ("journal", path)
     url = getattr(storage, "url", None)
     if isinstance(url, str):
         return ("rdb", url)

@@ -1,0 +1,246 @@
+"""MLflow for sweeps: one parent run per sweep, one nested child run per trial.
+
+:class:`SweepTracker` implements the sweep driver's hooks (``mlorch.tuning.hooks``,
+keyword-only events): it creates each trial's child run, fills it (a flow trial through
+:class:`~mlorch.tracking.hook.SweepTrialHook`, an objective's parameters and values at
+its end) and ends it with the trial's Optuna state: FINISHED / FAILED with the error /
+KILLED; pruned trials end FINISHED with ``optuna.state=PRUNED``, as MLflow has no pruned
+status. Trial and run point at each other: the trial's user attribute ``mlflow_run_id``,
+the run's tags ``optuna.trial_number`` / ``optuna.study_name``.
+
+Writes go through a :class:`~mlorch.tracking.child_runs.ChildRuns` writer and never hold
+up the ask/tell loop; :meth:`SweepTracker.sweep_finished` waits for them, then writes the
+summary (``sweep_summary``). Trials are duck-typed Optuna trials (``number``, ``state``,
+``values``, ``params``, ``user_attrs``, ``intermediate_values``): this module needs no
+Optuna import of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from mlorch.names import (
+    ERROR_ATTR,
+    INTERRUPTED_ATTR,
+    INTERRUPTED_TAG,
+    LOST_ATTR,
+    LOST_TAG,
+    PARENT_ATTR,
+    PARENT_RUN_TAG,
+    PRUNED_AT_TAG,
+    PRUNED_TAG,
+    RUN_ATTR,
+    RUN_ID_INFO,
+    STUDY_TAG,
+    SWEEP_TAG,
+    TRACKING_URI_INFO,
+    TRIAL_ID_TAG,
+    TRIAL_NUMBER_TAG,
+    TRIAL_STATE_TAG,
+)
+from mlorch.tracking.child_runs import ChildRuns, Point, child_runs
+from mlorch.tracking.hook import SweepTrialHook
+from mlorch.tracking.params import param_items
+from mlorch.tracking.store import RunStore
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+__all__ = ["SweepTracker", "run_status"]
+
+log = logging.getLogger("mlorch.sweep")
+
+
+def run_status(frozen: FrozenTrial) -> str:
+    """The MLflow status of a finished trial's run."""
+    if frozen.user_attrs.get(INTERRUPTED_ATTR):
+        return "KILLED"
+    return "FINISHED" if frozen.state.name in ("COMPLETE", "PRUNED") else "FAILED"
+
+
+class SweepTracker:
+    """The sweep hooks that record a sweep in MLflow (see the module docstring)."""
+
+    def __init__(self, store: RunStore):
+        self.store = store
+        self.writer: ChildRuns = child_runs(store)
+        self.parent_run_id: str | None = None
+        self.experiment = ""
+        self.study_name = ""
+        self.metrics: list[str] = []
+        self.define_by_run = False  # a plain objective: parameters known only at the end
+        self._lock = threading.Lock()
+        self._runs: dict[int, str] = {}  # trial number -> child run
+        self._state_tagged: dict[str, str] = {}  # run -> the state its tags already say
+        self._importing: threading.Thread | None = None
+
+    # -- the sweep ------------------------------------------------------------------------
+    def sweep_started(
+        self, *, study: optuna.Study, experiment: str, summary: Mapping[str, Any], metrics: list[str], kind: str, **_: Any
+    ) -> None:
+        """Create the parent run, or reopen the one a previous (crashed) driver made."""
+        from mlorch.tracking.sweep_summary import import_plotting
+
+        self._importing = threading.Thread(target=import_plotting, name="mlorch-import-plotting", daemon=True)
+        self._importing.start()
+        self.experiment, self.study_name, self.metrics = experiment, study.study_name, list(metrics)
+        self.define_by_run = kind == "objective"
+        existing = study.user_attrs.get(PARENT_ATTR)
+        if existing:
+            try:
+                self.store.client.update_run(existing, status="RUNNING")
+                self.store.heartbeat.add(existing)
+                self.parent_run_id = existing
+                return
+            except Exception as exc:
+                log.warning("could not reopen the sweep's MLflow run %s (%s); making a new one", existing, exc)
+        tags = {SWEEP_TAG: study.study_name, STUDY_TAG: study.study_name}
+        self.parent_run_id = self.store.create_run(experiment, study.study_name, params=dict(summary), tags=tags)
+        study.set_user_attr(PARENT_ATTR, self.parent_run_id)
+
+    def sweep_resumed(self, *, study: optuna.Study, trial_ids: Mapping[int, int], **_: Any) -> None:
+        """Make every finished trial's run end as the trial did (a dead driver may not have ended or even written it)."""
+        if not self.parent_run_id:
+            return
+        self.writer.settle()  # runs queued just now are in the store before we list them
+        runs = {r.data.tags.get(TRIAL_NUMBER_TAG): r for r in self._children()}
+        for frozen in study.get_trials(deepcopy=False):
+            if not frozen.state.is_finished():
+                continue
+            run = runs.get(str(frozen.number))
+            if run is None:
+                if not (self.writer.queues_runs and frozen.user_attrs.get(RUN_ATTR)):
+                    continue  # the trial never had a run
+                run_id = self.trial_interrupted(trial=frozen, trial_id=trial_ids[frozen.number])
+                # (queued, never written: now written under the id Optuna has)
+                self._end(run_id, frozen, frozen.user_attrs.get(ERROR_ATTR))
+            elif run.info.status != run_status(frozen) or run.data.tags.get(TRIAL_STATE_TAG) != frozen.state.name:
+                self._end(run.info.run_id, frozen, frozen.user_attrs.get(ERROR_ATTR))
+
+    def sweep_finished(self, *, study: optuna.Study, status: str = "FINISHED", **_: Any) -> None:
+        """Wait for the child runs, then the summary on the parent run: best trial, plots, trials table, best model."""
+        from mlorch.tracking.sweep_summary import write_summary
+
+        if self.parent_run_id is None:
+            self.writer.close()
+            return
+        write_summary(self.store, study, self.parent_run_id, self.metrics, self._importing, before=self.writer.close)
+        self.store.end_run(self.parent_run_id, status)
+
+    # -- trials ---------------------------------------------------------------------------
+    def trial_started(
+        self, *, trial: optuna.Trial, trial_id: int, state: str | None = None, needs_run: bool = False, **_: Any
+    ) -> dict[str, Any]:
+        """The run info a flow trial is given (its child run), creating the run once.
+
+        Called as a trial starts (``needs_run`` for a flow, whose hook writes into the run at
+        once) and again with ``state`` when it has ended, before Optuna is told. Where
+        creating a run costs a round trip, an objective's run waits for its end: its tags
+        then go in with the run, and the write overlaps with the next trial.
+        """
+        with self._lock:
+            run_id = self._runs.get(trial.number)
+            if run_id is None and (needs_run or state is not None or self.writer.queues_runs):
+                tags = self._trial_tags(trial.number, trial_id)
+                if state is not None:
+                    tags[TRIAL_STATE_TAG] = state
+                run_id = self.writer.create(
+                    self.experiment, str(self.parent_run_id), self._run_name(trial.number), tags, wait=needs_run
+                )
+                if state is not None:
+                    self._state_tagged[run_id] = state
+                self._runs[trial.number] = run_id
+                trial.set_user_attr(RUN_ATTR, run_id)
+        if run_id is None:
+            return {}
+        return {RUN_ID_INFO: run_id, TRACKING_URI_INFO: self.store.tracking_uri}
+
+    def flow_hooks(self, *, number: int, **_: Any) -> list[Any]:
+        """Run hooks that fill a flow trial's child run (parameters, task events, the flow's tags)."""
+        run_id = self._runs.get(number)
+        return [] if run_id is None else [SweepTrialHook(self.store, run_id)]
+
+    def trial_reported(self, *, number: int, value: float, step: int, **_: Any) -> None:
+        run_id = self._runs.get(number)
+        if run_id is not None and math.isfinite(value):
+            self.writer.report(run_id, (self.metrics or ["objective"])[0], value, step)
+
+    def trial_finished(self, *, trial: FrozenTrial, error: str | None = None, **_: Any) -> None:
+        run_id = self._runs.get(trial.number)
+        if run_id is not None:
+            self.writer.later(lambda: self._end(run_id, trial, error))
+
+    def trial_interrupted(self, *, trial: FrozenTrial, trial_id: int, **_: Any) -> str:
+        """The child run of a trial a dead driver left behind: its own, found by its tags, or made now."""
+        self.writer.settle()
+        run_id = trial.user_attrs.get(RUN_ATTR)
+        if run_id and self._exists(run_id):
+            return str(run_id)
+        found = self._find_run(trial.number)
+        if found is not None:
+            return found
+        # The driver died before the run was written (or, where runs cost a round trip, before it was created).
+        tags = self._trial_tags(trial.number, trial_id)
+        name = self._run_name(trial.number)
+        return self.writer.create(
+            self.experiment, str(self.parent_run_id), name, tags, params=trial.params, run_id=run_id or None
+        )
+
+    # -- helpers --------------------------------------------------------------------------
+    def _run_name(self, number: int) -> str:
+        return f"{self.study_name}-trial-{number}"
+
+    def _trial_tags(self, number: int, trial_id: int) -> dict[str, Any]:
+        return {SWEEP_TAG: self.study_name, STUDY_TAG: self.study_name, TRIAL_NUMBER_TAG: number, TRIAL_ID_TAG: trial_id}
+
+    def _end(self, run_id: str, frozen: FrozenTrial, error: str | None) -> None:
+        """The trial's values, tags and an objective's params and reports, then its status."""
+        stamp = int(time.time() * 1000)
+        last = max(frozen.intermediate_values, default=0)
+        points: list[Point] = []
+        if frozen.values is not None:
+            single = len(frozen.values) == 1
+            names = self.metrics or ["objective" if single else f"objective_{i}" for i in range(len(frozen.values))]
+            points += [(n, float(v), stamp, last) for n, v in zip(names, frozen.values) if math.isfinite(float(v))]
+        if self.define_by_run:  # a plain objective: its trial.report values were stored on the worker
+            name = "intermediate_" + (self.metrics or ["objective"])[0]
+            points += [(name, float(v), stamp, int(k)) for k, v in frozen.intermediate_values.items() if math.isfinite(v)]
+        tags: dict[str, Any] = {}
+        if self._state_tagged.pop(run_id, None) != frozen.state.name:
+            tags[TRIAL_STATE_TAG] = frozen.state.name
+        if frozen.state.name == "PRUNED":
+            tags[PRUNED_TAG] = "true"
+            if frozen.intermediate_values:
+                tags[PRUNED_AT_TAG] = str(last)
+        if frozen.user_attrs.get(INTERRUPTED_ATTR):
+            tags[INTERRUPTED_TAG] = "true"
+        if frozen.user_attrs.get(LOST_ATTR):
+            tags[LOST_TAG] = str(frozen.user_attrs[LOST_ATTR])
+        params = param_items(frozen.params) if self.define_by_run else {}
+        self.writer.end(run_id, run_status(frozen), points, params, tags, error)
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.store.client.get_run(run_id)
+        except Exception:
+            return False
+        return True
+
+    def _children(self) -> list[Any]:
+        query = f"tags.{PARENT_RUN_TAG} = '{self.parent_run_id}'"
+        exp = self.store.experiment_id(self.experiment)
+        return list(self.store.client.search_runs([exp], query, max_results=50000))
+
+    def _find_run(self, number: int) -> str | None:
+        if not self.parent_run_id:
+            return None
+        exp = self.store.experiment_id(self.experiment)
+        query = f"tags.{PARENT_RUN_TAG} = '{self.parent_run_id}' and tags.`{TRIAL_NUMBER_TAG}` = '{number}'"
+        runs = self.store.client.search_runs([exp], query)
+        return runs[0].info.run_id if runs else None

@@ -1,0 +1,41 @@
+"""The parts of Optuna mlorch uses that are not public API, wrapped once.
+
+Checked against optuna 5.0.0. The driver writes a trial's user attributes and reads its
+id where it holds no ``optuna.Trial`` (a trial a dead driver left RUNNING, one that
+timed out), and workers reopen the study's storage from where it lives (a journal
+file). Optuna has no public accessor for these. ``tests/test_private_apis.py`` fails if
+any of them moves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+__all__ = ["journal_file", "set_trial_attr", "storage_of", "trial_id"]
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage object a study reads and writes."""
+    return study._storage
+
+
+def trial_id(trial: optuna.Trial | optuna.trial.FrozenTrial) -> int:
+    """The storage's id of a trial (unique across studies; ``number`` is unique within one)."""
+    return int(trial._trial_id)
+
+
+def set_trial_attr(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, key: str, value: Any) -> None:
+    """A user attribute on a trial that is still RUNNING, without an ``optuna.Trial`` in hand."""
+    storage_of(study).set_trial_user_attr(trial_id(trial), key, value)
+
+
+def journal_file(storage: BaseStorage) -> str | None:
+    """The file of a journal storage on a local file, else None."""
+    backend = getattr(storage, "_backend", None)
+    if isinstance(storage, JournalStorage) and isinstance(backend, JournalFileBackend):
+        return str(backend._file_path)
+    return None
