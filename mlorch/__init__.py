@@ -9,7 +9,7 @@
 """
 
 from mlorch import execution as _execution  # installs the flow runner
-from mlorch.app import cluster
+from mlorch.app import cluster, sweep
 from mlorch.core.context import TaskContext, context
 from mlorch.core.flow import Flow, flow
 from mlorch.core.task import Task, task
@@ -39,7 +39,7 @@ from mlorch.tracking import (
     set_model_alias,
     set_tag,
 )
-from mlorch.tuning import Sweep, choice, intrange, loguniform, report, sweep, uniform
+from mlorch.tuning import Sweep, choice, intrange, loguniform, report, uniform
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,8 @@
-"""Composition root: turns configuration into running parts (clusters now; tracking, sweeps later)."""
+"""Composition root: turns configuration into running parts (a cluster; the cluster a sweep names)."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -9,8 +10,9 @@ from typing import Any
 from mlorch.config import load_cluster_config
 from mlorch.config.schema import JobqueueClusterConfig, walltime_seconds
 from mlorch.execution.cluster import PROVIDERS, ClusterHandle
+from mlorch.tuning.api import sweep as _sweep
 
-__all__ = ["cluster", "jobqueue_spec"]
+__all__ = ["cluster", "jobqueue_spec", "sweep"]
 
 
 def cluster(config: str | os.PathLike[str] | Mapping[str, Any] | None = None, **options: Any) -> ClusterHandle:
@@ -27,6 +29,14 @@ def cluster(config: str | os.PathLike[str] | Mapping[str, Any] | None = None, **
         return start_jobqueue(jobqueue_spec(cfg, _label(config)))
     fields = cfg.model_dump(exclude={"kind"})
     return PROVIDERS[cfg.kind](**fields)
+
+
+@functools.wraps(_sweep)
+def sweep(target: Any, **options: Any) -> Any:
+    spec = options.get("cluster")
+    if isinstance(spec, (str, os.PathLike, Mapping)):
+        options["cluster"] = functools.partial(cluster, spec)  # started after the arguments are checked and the lock is held
+    return _sweep(target, **options)
 
 
 def _label(config: Any) -> str:

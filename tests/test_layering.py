@@ -54,3 +54,17 @@ def test_import_mlorch_does_not_load_mlflow_or_optuna():
     code = "import sys, mlorch; print(sorted(m for m in ('mlflow', 'optuna', 'dask_jobqueue', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_no_module_of_mlorch_imports_itself_back():
+    """No import cycles, lazy imports inside functions included (only ``TYPE_CHECKING`` imports are left out)."""
+    import grimp
+
+    graph = grimp.build_graph("mlorch", exclude_type_checking_imports=True)
+    cycles = sorted(
+        f"{a} -> {b} -> ... -> {a}"
+        for a in graph.modules
+        for b in graph.find_modules_directly_imported_by(a)
+        if graph.chain_exists(importer=b, imported=a)
+    )
+    assert not cycles, "\n".join(cycles)

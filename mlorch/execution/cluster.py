@@ -20,6 +20,7 @@ from distributed import Client, LocalCluster, Nanny
 
 from mlorch.environment import QUIET_ENV
 from mlorch.errors import ClusterError, ConfigError
+from mlorch.execution.distributed_private import apply_worker_spec
 from mlorch.execution.gpus import detect_gpus
 from mlorch.execution.logs import subscribe_task_logs
 from mlorch.log import get_logger
@@ -156,7 +157,7 @@ def start_local(
     cluster.worker_spec.update(specs)
     client: Client | None = None
     try:
-        cluster.sync(cluster._correct_state)
+        apply_worker_spec(cluster)
         client = Client(cluster, set_as_default=False)
         client.wait_for_workers(n_workers, timeout=120)
     except Exception as exc:

@@ -45,6 +45,7 @@ from distributed.core import Status
 from mlorch.environment import QUIET_ENV
 from mlorch.errors import ClusterError, ConfigError
 from mlorch.execution.cluster import ClusterHandle, WorkerOffer, ready
+from mlorch.execution.distributed_private import apply_worker_spec_async
 from mlorch.log import get_logger
 
 __all__ = ["LOST_TOPIC", "BatchAwareScheduler", "JobScaler", "JobqueueHandle", "JobqueueSpec", "job_script", "start_jobqueue"]
@@ -510,7 +511,7 @@ class JobScaler:
                 specs.pop(name, None)
         while len(specs) < target:
             specs.update(cluster.new_worker_spec())
-        await cluster._correct_state()  # also resubmits a job dropped as ended (see _forget_ended)
+        await apply_worker_spec_async(cluster)  # also resubmits a job dropped as ended (see _forget_ended)
 
     def _busy_jobs(self) -> set[str]:
         """Jobs whose workers run tasks or hold results now (read on the loop, from the in-process scheduler)."""
@@ -597,7 +598,7 @@ class JobScaler:
                     await job.close()  # a requeued job would come back with the old name
                 except Exception as exc:
                     log.debug("closing ended job %s: %s", name, exc)
-        await cluster._correct_state()
+        await apply_worker_spec_async(cluster)
 
     def _read_queue(self) -> None:
         self._queue_read = time.monotonic()

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlorch.names import RUN_NAME_TAG, USER_TAG
 from mlorch.tracking.limits import METRICS_PER_REQUEST, PARAMS_TAGS_PER_REQUEST, chunks, retry_busy
 from mlorch.tracking.mlflow_private import sql_models, sql_store, validate_batch
 
@@ -117,7 +118,7 @@ class BulkRuns:
             "source_type": "UNKNOWN",
             "source_name": "",
             "entry_point_name": "",
-            "user_id": tags.get("mlflow.user", "unknown"),
+            "user_id": tags.get(USER_TAG, "unknown"),
             "status": "RUNNING",
             "start_time": start_time or _now(),
             "end_time": None,
@@ -130,7 +131,7 @@ class BulkRuns:
         with self._cond:
             pending = self._entry(run_id)
             pending.row = row
-            pending.tags.update({**tags, "mlflow.runName": name})
+            pending.tags.update({**tags, RUN_NAME_TAG: name})
         self._after_queueing()
         return run_id
 

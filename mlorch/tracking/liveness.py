@@ -19,13 +19,15 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from mlorch.names import HEARTBEAT_TAG, HOST_TAG, KILLED_REASON_TAG, PID_TAG
+
 if TYPE_CHECKING:
     from mlorch.tracking.store import RunStore
 
 __all__ = ["Heartbeat", "owner_tags", "reap_orphans"]
 
 log = logging.getLogger("mlorch.tracking")
-HEARTBEAT = "mlorch.heartbeat"
+HEARTBEAT = HEARTBEAT_TAG
 
 
 def interval() -> float:
@@ -37,7 +39,7 @@ def stale_after() -> float:
 
 
 def owner_tags() -> dict[str, str]:
-    return {"mlorch.pid": str(os.getpid()), "mlorch.host": socket.gethostname(), HEARTBEAT: f"{time.time():.0f}"}
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), HEARTBEAT: f"{time.time():.0f}"}
 
 
 class Heartbeat:
@@ -100,15 +102,15 @@ def reap_orphans(store: RunStore) -> list[str]:
                 continue  # not started by mlorch
             try:
                 beat = float(tags[HEARTBEAT])
-                pid = int(tags.get("mlorch.pid", "0"))
+                pid = int(tags.get(PID_TAG, "0"))
             except ValueError:
                 continue
-            if pid == os.getpid() and tags.get("mlorch.host") == host:
+            if pid == os.getpid() and tags.get(HOST_TAG) == host:
                 continue
-            dead_here = tags.get("mlorch.host") == host and pid > 0 and not _pid_alive(pid)
+            dead_here = tags.get(HOST_TAG) == host and pid > 0 and not _pid_alive(pid)
             if dead_here or now - beat > stale:
                 reason = "driver process is gone" if dead_here else f"no heartbeat for {now - beat:.0f} s"
-                client.set_tag(run.info.run_id, "mlorch.killed_reason", reason)
+                client.set_tag(run.info.run_id, KILLED_REASON_TAG, reason)
                 client.set_terminated(run.info.run_id, "KILLED")
                 killed.append(run.info.run_id)
         token = page.token

@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mlorch.names import HOST_TAG
+
 __all__ = ["git_info", "launch_info", "repro_tags", "versions"]
 
 PACKAGES = ("mlorch", "dask", "distributed", "optuna", "mlflow", "torch", "scikit-learn", "numpy")
@@ -112,7 +114,7 @@ def launch_info() -> dict[str, str]:
 
 def repro_tags(cluster: Any = None) -> dict[str, str]:
     """Tags describing code, libraries, host, cluster and launch of this run."""
-    tags: dict[str, str] = {"mlorch.host": socket.gethostname(), "mlorch.platform": platform.platform()}
+    tags: dict[str, str] = {HOST_TAG: socket.gethostname(), "mlorch.platform": platform.platform()}
     for name, version in versions().items():
         tags[f"mlorch.version.{name}"] = version
     git = git_info()

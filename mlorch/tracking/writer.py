@@ -13,6 +13,7 @@ import threading
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from mlorch.names import TASK_RUN_TAG, TASK_TAG
 from mlorch.tracking import emit
 
 if TYPE_CHECKING:
@@ -92,9 +93,9 @@ def _write_one(store: RunStore, msg: dict[str, Any], client: Client | None) -> N
 
         from mlorch.tracking.models import log_packed_model
 
-        tags = {"mlorch.run_id": run_id}
+        tags = {TASK_RUN_TAG: run_id}
         if msg.get("task"):
-            tags["mlorch.task"] = str(msg["task"])
+            tags[TASK_TAG] = str(msg["task"])
         version = log_packed_model(
             store.client,
             store.tracking_uri,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlorch.errors import ConfigError
@@ -32,7 +32,7 @@ def sweep(
     resources: Mapping[str, float] | None = None,
     timeout: float | None = None,
     storage: Any = None,
-    cluster: ClusterHandle | str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    cluster: ClusterHandle | str | os.PathLike[str] | Mapping[str, Any] | Callable[[], ClusterHandle] | None = None,
     tracking: bool = True,
     wait: bool = True,
     progress: bool = True,
@@ -65,7 +65,8 @@ def sweep(
         storage: None (the project's journal, ``<MLORCH_HOME>/optuna/journal.log``), a
             journal path, a database URL, or an Optuna storage.
         cluster: a cluster handle, a cluster YAML path or mapping (started and closed
-            by the sweep), or None (the active cluster, or a local one).
+            by the sweep; ``mo.sweep`` turns it into a starter, see ``mlorch.app``), or
+            None (the active cluster, or a local one).
         tracking: one MLflow parent run for the sweep and a child run per trial.
         wait: False returns a live :class:`Sweep` handle at once.
         progress: draw a ``tqdm.auto`` progress bar.
@@ -164,11 +165,14 @@ def _release(lease: Any) -> None:
 
 
 def _cluster(cluster: Any) -> tuple[ClusterHandle, bool]:
+    """The sweep's cluster and whether the sweep owns it (a starter's cluster is closed with the sweep)."""
     if isinstance(cluster, ClusterHandle):
         return cluster, False
     if cluster is None:
         handle = active_cluster()
         return (handle, False) if handle is not None else (default_cluster(), False)
-    from mlorch.app import cluster as start
-
-    return start(cluster), True
+    if callable(cluster):
+        return cluster(), True
+    raise ConfigError(
+        f"cluster: expected a cluster handle, a cluster YAML path or mapping (through mo.sweep), got {type(cluster).__name__}"
+    )
