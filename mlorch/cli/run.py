@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 from typing import Any
@@ -36,12 +35,10 @@ def main(args: argparse.Namespace) -> int:
     if not isinstance(flow, mo.Flow):
         raise ConfigError(f"target {args.target!r} is a {type(flow).__name__}, not an @mo.flow")
     params = parse_overrides(args.overrides)
-    known = list(flow.signature.parameters)
     for key in params:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; parameters: {', '.join(known)}"
-            raise ConfigError(f"--set {key}: flow '{flow.name}' has no parameter '{key}'{hint}")
+        problem = flow.parameter_problem(key)
+        if problem:
+            raise ConfigError(f"--set {key}: {problem}")
     with mo.cluster(args.cluster) as handle:
         result = run_flow(flow, (), params, cluster=handle, progress=not args.no_progress)
     print(json.dumps(result, default=repr, indent=2))

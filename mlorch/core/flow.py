@@ -8,9 +8,10 @@ join the caller's graph, so nested flows cost nothing extra.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from mlorch.core.trace import Backend, FlowGraph, Ref, Trace, collect_refs, current_trace
@@ -55,6 +56,29 @@ class Flow(Generic[P, R]):
         self.tracking = tracking
         self.signature = inspect.signature(fn)
         functools.update_wrapper(self, fn)
+
+    def parameter_problem(self, name: str) -> str | None:
+        """Why ``name`` cannot be passed to this flow (with a did-you-mean), or None if it can.
+
+        The one check of a name against the flow's signature: ``--set`` on the CLI and
+        a sweep's space ask it.
+        """
+        params = self.signature.parameters
+        if name in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return None
+        known = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; its parameters are: {', '.join(known) or '(none)'}"
+        return f"flow '{self.name}' has no parameter '{name}'{hint}"
+
+    def unbound_parameters(self, given: Iterable[str]) -> list[str]:
+        """The parameters without a default that ``given`` leaves out."""
+        names = set(given)
+        return [
+            n
+            for n, p in self.signature.parameters.items()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in names
+        ]
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The flow's parameters with defaults applied; a wrong call names the flow."""

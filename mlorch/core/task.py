@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from mlorch.core.resources import parse_request
 from mlorch.core.tokens import function_token
 from mlorch.errors import FlowDefinitionError
 
@@ -181,11 +182,9 @@ def _non_negative_int(field: str, value: int, name: str) -> int:
 
 
 def _resources(resources: Mapping[str, float], name: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, amount in resources.items():
-        if not isinstance(key, str) or not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount <= 0:
-            raise FlowDefinitionError(
-                f"task '{name}': resources must map names to positive numbers, e.g. {{'GPU': 1}}; got {dict(resources)!r}"
-            )
-        out[key] = float(amount)
-    return out
+    try:
+        return parse_request(resources)
+    except ValueError as exc:
+        raise FlowDefinitionError(
+            f"task '{name}': resources must map names to positive numbers, e.g. {{'GPU': 1}}: {exc}"
+        ) from None

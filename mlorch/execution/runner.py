@@ -17,10 +17,10 @@ from typing import Any, Protocol
 from distributed import Client, Future, as_completed
 
 from mlorch.core.flow import Flow, set_runner
+from mlorch.core.resources import describe, unmet
 from mlorch.core.trace import Ref, Trace, collect_refs, substitute
 from mlorch.errors import ResourceUnavailableError
 from mlorch.execution.cluster import ClusterHandle, WorkerOffer, active_cluster, default_cluster
-from mlorch.execution.resources import describe, unmet
 from mlorch.log import get_logger
 from mlorch.project import cache_dir as default_cache_dir
 

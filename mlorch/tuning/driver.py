@@ -34,10 +34,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from mlorch.core.resources import describe, unmet
 from mlorch.errors import ConfigError, MlorchError, ResourceUnavailableError, causes
 from mlorch.execution.cluster import ClusterHandle
 from mlorch.execution.jobqueue import LOST_TOPIC
-from mlorch.execution.resources import describe, unmet
 from mlorch.log import get_logger
 from mlorch.names import ERROR_ATTR, INTERRUPTED_ATTR, LOST_ATTR, RETRY_OF_ATTR, RUN_ATTR
 from mlorch.tuning.hooks import SweepHooks

@@ -14,7 +14,6 @@ import ast
 import difflib
 import hashlib
 import inspect
-import math
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 import optuna
 
 from mlorch.core.flow import Flow
+from mlorch.core.resources import parse_request
 from mlorch.errors import ConfigError
 from mlorch.tuning.options import check_directions, make_pruner, make_sampler
 from mlorch.tuning.space import Param, describe_space, validate_space
@@ -83,10 +83,11 @@ def make_plan(
 ) -> Plan:
     kind = _kind(target)
     names, dirs = check_directions(metric, direction, metrics, directions)
-    known = list(target.signature.parameters) if kind == "flow" else None
-    if kind == "flow" and space is None:
-        raise ConfigError(f"space: sweeping flow '{target.name}' needs a space over its parameters ({', '.join(known or [])})")
-    checked_space = validate_space(space or {}, known, _label(target))
+    flow = target if kind == "flow" else None
+    if flow is not None and space is None:
+        known = ", ".join(flow.signature.parameters)
+        raise ConfigError(f"space: sweeping flow '{flow.name}' needs a space over its parameters ({known})")
+    checked_space = validate_space(space or {}, flow)
     if kind == "flow":
         _check_flow_call(target, checked_space)
     else:
@@ -180,11 +181,7 @@ def _label(target: Any) -> str:
 
 def _check_flow_call(flow: Flow[..., Any], space: Mapping[str, Any]) -> None:
     """Parameters without a default must be swept or fixed in the space."""
-    missing = [
-        n
-        for n, p in flow.signature.parameters.items()
-        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in space
-    ]
+    missing = flow.unbound_parameters(space)
     if missing:
         raise ConfigError(
             f"space: flow '{flow.name}' parameter(s) {', '.join(missing)} have no default; "
@@ -253,20 +250,14 @@ def returned_keys(fn: Callable[..., Any]) -> set[str] | None:
 def _resources(resources: Any) -> dict[str, float] | None:
     if resources is None:
         return None
-    if not isinstance(resources, Mapping) or not resources:
-        raise ConfigError(f"resources: expected a mapping like {{'GPU': 1}}, got {resources!r}")
-    out: dict[str, float] = {}
-    for key, amount in resources.items():
-        if (
-            not isinstance(key, str)
-            or not isinstance(amount, (int, float))
-            or isinstance(amount, bool)
-            or not amount > 0
-            or not math.isfinite(amount)
-        ):
-            raise ConfigError(f"resources['{key}']: expected a positive number, got {amount!r}")
-        out[key] = float(amount)
-    return out
+    try:
+        request = parse_request(resources)
+    except ValueError as exc:
+        text = str(exc)
+        raise ConfigError(f"resources{text}" if text.startswith("[") else f"resources: {text}") from None
+    if not request:
+        raise ConfigError("resources: expected a mapping like {'GPU': 1}, got {}")
+    return request
 
 
 def _name(name: Any, target: Any, space: Mapping[str, Any], metrics: list[str], directions: list[str]) -> str:

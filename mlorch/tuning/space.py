@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,8 @@ from mlorch.errors import ConfigError
 
 if TYPE_CHECKING:
     import optuna
+
+    from mlorch.core.flow import Flow
 
 __all__ = [
     "Choice",
@@ -165,8 +167,8 @@ def choice(options: Iterable[Any]) -> Choice:
     return Choice(tuple(options))
 
 
-def validate_space(space: Mapping[str, Any], known: Sequence[str] | None, target: str) -> dict[str, Any]:
-    """Check every entry, and (for flows) that each name is a parameter of ``target``.
+def validate_space(space: Mapping[str, Any], flow: Flow[..., Any] | None) -> dict[str, Any]:
+    """Check every entry, and (for a flow) that each name is one of its parameters.
 
     Entries that are not ``Param`` specs are fixed values, passed as they are.
     """
@@ -175,13 +177,12 @@ def validate_space(space: Mapping[str, Any], known: Sequence[str] | None, target
     for name, spec in space.items():
         if not isinstance(name, str):
             raise ConfigError(f"space: parameter names must be strings, got {name!r}")
-        if known is not None and name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; its parameters are: {', '.join(known) or '(none)'}"
-            raise ConfigError(f"space['{name}']: {target} has no parameter '{name}'{hint}")
+        problem = flow.parameter_problem(name) if flow is not None else None
+        if problem:
+            raise ConfigError(f"space['{name}']: {problem}")
         if isinstance(spec, Param):
             spec.check(name)
-    if not any(isinstance(s, Param) for s in space.values()) and known is not None:
+    if not any(isinstance(s, Param) for s in space.values()) and flow is not None:
         raise ConfigError("space: nothing to sweep; give at least one range, e.g. space={'lr': mo.loguniform(1e-4, 1e-1)}")
     return dict(space)
 
