@@ -85,3 +85,16 @@ def test_a_cluster_starts_the_workers_its_edited_spec_names():
         cluster.worker_spec.pop("edited")
         apply_worker_spec(cluster)
         assert not cluster.workers
+
+
+def test_dask_task_specs_build_a_graph_dask_runs():
+    from dask.local import get_sync
+
+    from mlorch.core.dask_private import Alias, DataNode, Task, TaskRef, parse_input
+
+    graph = {
+        "a": DataNode("a", 2),
+        "b": Task("b", sum, parse_input([TaskRef("a"), 1])),  # a list node resolves its members
+        "c": Alias("c", "b"),
+    }
+    assert get_sync(graph, "c") == 3

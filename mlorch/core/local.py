@@ -9,6 +9,7 @@ from typing import Any
 
 from dask.local import get_sync
 
+from mlorch.core.dask_private import DataNode
 from mlorch.core.trace import Trace
 
 __all__ = ["SyncBackend"]
@@ -25,11 +26,9 @@ class SyncBackend:
         if missing:
             needed = trace.ancestors(missing)
             graph = dict(trace.graph(needed))
-            from dask import _task_spec as ts
-
             for key, value in self.done.items():
                 if key in needed:
-                    graph[key] = ts.DataNode(key, value)
+                    graph[key] = DataNode(key, value)
             values = get_sync(graph, missing)
             self.done.update(zip(missing, values))
         return [self.done[k] for k in keys]

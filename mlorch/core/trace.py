@@ -22,11 +22,11 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dask import _task_spec as ts
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
+from mlorch.core import dask_private as ts
 from mlorch.core.runtime import TaskCall, execute
 from mlorch.errors import FlowDefinitionError, SerializationError, TaskArgumentError
 
