@@ -39,7 +39,7 @@ from mlorch.tracking import (
     set_model_alias,
     set_tag,
 )
-from mlorch.tuning import Sweep, choice, intrange, loguniform, report, uniform
+from mlorch.tuning import choice, intrange, loguniform, report, uniform
 
 __version__ = "0.1.0"
 
@@ -84,3 +84,12 @@ __all__ = [
 ]
 
 del _execution
+
+
+def __getattr__(name: str) -> object:
+    """``mo.Sweep`` (an ``optuna.Study`` subclass) on first use: ``import mlorch`` loads no Optuna."""
+    if name == "Sweep":
+        from mlorch.tuning.handle import Sweep
+
+        return Sweep
+    raise AttributeError(f"module 'mlorch' has no attribute {name!r}")

@@ -79,13 +79,17 @@ def test_callbacks_are_called_as_optuna_calls_them_and_can_stop_the_sweep(cluste
     stop_at_3 = optuna.study.MaxTrialsCallback(3, states=(TrialState.COMPLETE,))
     plain = enqueued(optuna.create_study(), XS)
     plain_seen: list[tuple[bool, int, str]] = []
-    plain.optimize(op.quadratic, n_trials=8, callbacks=[stop_at_3, lambda s, t: plain_seen.append((True, t.number, t.state.name))])
+    plain.optimize(
+        op.quadratic, n_trials=8, callbacks=[stop_at_3, lambda s, t: plain_seen.append((True, t.number, t.state.name))]
+    )
 
     study = enqueued(optuna.create_study(study_name="cb", storage=journal(tmp_path)), XS)
     swept = mo.sweep(
         op.quadratic, study=study, n_trials=8, max_concurrency=1, callbacks=[stop_at_3, record], cluster=cluster, progress=False
     )
-    assert seen == plain_seen and len(swept.trials) == 3 == len(plain.trials)
+    assert seen == plain_seen and len(seen) == 3
+    # Three ran, the other enqueued trials are still WAITING in both (y is sampled: compare x).
+    assert [(t.state, t.params.get("x")) for t in swept.trials] == [(t.state, t.params.get("x")) for t in plain.trials]
 
 
 def test_a_failing_callback_stops_the_sweep_with_its_error(cluster, project):
@@ -99,7 +103,9 @@ def test_a_failing_callback_stops_the_sweep_with_its_error(cluster, project):
 def test_multi_objective_plain_objective_with_directions_only(cluster, project, tmp_path):
     plain = enqueued(optuna.create_study(directions=["minimize", "minimize"]), XS[:4])
     plain.optimize(op.two_goals, n_trials=4)
-    study = enqueued(optuna.create_study(study_name="two", storage=journal(tmp_path), directions=["minimize", "minimize"]), XS[:4])
+    study = enqueued(
+        optuna.create_study(study_name="two", storage=journal(tmp_path), directions=["minimize", "minimize"]), XS[:4]
+    )
     swept = mo.sweep(op.two_goals, study=study, n_trials=4, cluster=cluster, progress=False)
     assert sorted(t.values for t in swept.trials) == sorted(t.values for t in plain.trials)
     assert {t.number for t in swept.best_trials} == {t.number for t in plain.best_trials}
@@ -147,25 +153,34 @@ def test_optuna_arguments_mlorch_cannot_honour_are_refused_by_name(cluster, proj
         mo.sweep(op.quadratic, study=optuna.create_study(), sampler="random", n_trials=1, cluster=cluster, progress=False)
     with pytest.raises(mo.ConfigError, match="catch: "):
         mo.sweep(op.quadratic, catch=("ValueError",), n_trials=1, cluster=cluster, progress=False)
-    with pytest.raises(mo.ConfigError, match="callbacks: "):
+    with pytest.raises(mo.ConfigError, match=r"callbacks\[0\]: expected a callable"):
         mo.sweep(op.quadratic, callbacks=[1], n_trials=1, cluster=cluster, progress=False)
     mo.sweep(op.quadratic, n_trials=1, study_name="exists", cluster=cluster, progress=False)
     with pytest.raises(mo.ConfigError, match="load_if_exists"):
         mo.sweep(op.quadratic, n_trials=2, study_name="exists", load_if_exists=False, cluster=cluster, progress=False)
 
 
-def test_default_study_names_are_unique_to_the_target(cluster, project, tmp_path, capsys):
+def test_default_study_names_are_unique_to_the_target(cluster, project, tmp_path):
+    import io
+    import logging
+
     from tests.resources import sweep_flows as sf
+
+    console = io.StringIO()
+    handler = logging.StreamHandler(console)
+    logging.getLogger("mlorch.sweep").addHandler(handler)
 
     first = mo.sweep(sf.objective, n_trials=2, cluster=cluster, progress=False)
     # Another function, also called "objective", in another module: its own study.
     second = mo.sweep(op.__dict__["quadratic"], n_trials=2, cluster=cluster, progress=False)
     assert first.study_name != second.study_name
     assert "sweep_flows" in first.study_name or first.study_name.startswith("objective-")
-    again = mo.sweep(sf.objective, n_trials=3, cluster=cluster, progress=True)
+    try:
+        again = mo.sweep(sf.objective, n_trials=3, cluster=cluster, progress=False)
+    finally:
+        logging.getLogger("mlorch.sweep").removeHandler(handler)
     assert again.study_name == first.study_name and len(again.trials) == 3
-    err = capsys.readouterr().err
-    assert f"reusing study '{first.study_name}'" in err and "2 trials (2 complete" in err
+    assert f"reusing study '{first.study_name}': 2 trials (2 complete)" in console.getvalue()
 
 
 def test_resuming_refreshes_the_parent_runs_summary(cluster, store, project, tmp_path):

@@ -98,3 +98,21 @@ def test_dask_task_specs_build_a_graph_dask_runs():
         "c": Alias("c", "b"),
     }
     assert get_sync(graph, "c") == 3
+
+
+def test_spawned_workers_are_prepared_without_the_users_main_module():
+    import multiprocessing.spawn
+
+    import distributed.nanny
+
+    from mlorch.execution.worker_main import MAIN_KEYS, WORKER_PROCESS_PREFIX, keep_main_out_of_workers
+
+    keep_main_out_of_workers()
+    assert f'name="{WORKER_PROCESS_PREFIX}' in open(distributed.nanny.__file__).read()
+    assert "sys_path" in multiprocessing.spawn.get_preparation_data(f"{WORKER_PROCESS_PREFIX} (from Nanny)")
+    worker = multiprocessing.spawn.get_preparation_data(f"{WORKER_PROCESS_PREFIX} (from Nanny)")
+    assert not set(MAIN_KEYS) & set(worker)
+    import inspect
+
+    source = inspect.getsource(multiprocessing.spawn.prepare)
+    assert all(key in source for key in MAIN_KEYS)

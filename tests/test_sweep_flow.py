@@ -72,7 +72,7 @@ def test_failures_are_fail_in_optuna_and_failed_in_mlflow(cluster, store, log, p
         space={"kind": mo.choice(["ok", "raise", "nan", "slow"]), "x": mo.uniform(0, 1)},
         metric="score",
         n_trials=5,
-        timeout=3,
+        trial_timeout=3,
         name="failures",
         cluster=cluster,
         progress=False,

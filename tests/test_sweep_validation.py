@@ -54,7 +54,8 @@ def test_bad_space_names_the_parameter(space, message, project):
         ({"metric": None}, r"metric: name the value of flow 'pipeline' to optimise"),
         ({"n_trials": 0}, r"n_trials: expected an integer >= 1"),
         ({"max_concurrency": 0}, r"max_concurrency: expected None"),
-        ({"timeout": -1}, r"timeout: expected seconds > 0"),
+        ({"timeout": -1}, r"timeout: expected seconds > 0 for the whole sweep"),
+        ({"trial_timeout": 0}, r"trial_timeout: expected seconds > 0 per trial"),
         ({"resources": {"GPU": 0}}, r"resources\['GPU'\]: expected a positive number"),
         (
             {"metric": None, "metrics": ["val_loss", "accuracy"], "directions": ["minimize"]},

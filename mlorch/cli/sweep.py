@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from mlorch.errors import ConfigError
+from mlorch.names import ERROR_ATTR
 
 __all__ = ["add_parser", "main"]
 
@@ -48,6 +50,8 @@ def _cluster(value: Any, config: Path) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
+    from optuna.trial import TrialState
+
     import mlorch as mo
 
     target, options = load_sweep(args.config)
@@ -68,9 +72,18 @@ def main(args: argparse.Namespace) -> int:
             raise
         raise ConfigError(f"{args.config}: {exc}") from None
     summary: dict[str, Any] = {"study": study.name, "finished_trials": study.n_finished}
-    if len(study.plan.directions) == 1:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if complete and len(study.plan.directions) == 1:
         summary.update(best_value=study.best_value, best_params=study.best_params, best_run_id=study.best_run_id)
-    else:
+    elif complete:
         summary["pareto_front"] = [{"values": t.values, "params": t.params} for t in study.best_trials]
     print(json.dumps(summary, default=repr, indent=2))
+    if not complete:
+        failed = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+        reason = failed[-1].user_attrs.get(ERROR_ATTR, "") if failed else ""
+        print(
+            f"mlorch: sweep '{study.name}' has no successful trial" + (f"; last error: {reason}" if reason else ""),
+            file=sys.stderr,
+        )
+        return 1
     return 0

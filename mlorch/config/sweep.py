@@ -28,11 +28,13 @@ class SweepConfig(BaseModel):
     n_trials: PositiveInt = 20
     max_concurrency: PositiveInt | None = None
     sampler: str | dict[str, Any] = "tpe"
-    pruner: str | dict[str, Any] = "none"
+    pruner: str | dict[str, Any] | None = Field(default=None, description="default: Optuna's (the median pruner)")
     seed: int | None = None
     name: str | None = None
     resources: dict[str, PositiveFloat] | None = None
-    timeout: PositiveFloat | None = None
+    timeout: PositiveFloat | None = Field(default=None, description="seconds for the whole sweep (Optuna's timeout)")
+    trial_timeout: PositiveFloat | None = Field(default=None, description="seconds one trial may run")
+    load_if_exists: bool = True
     storage: str | None = None
     cluster: str | dict[str, Any] | None = None
     tracking: bool = True

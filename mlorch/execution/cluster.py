@@ -23,6 +23,7 @@ from mlorch.errors import ClusterError, ConfigError
 from mlorch.execution.distributed_private import apply_worker_spec
 from mlorch.execution.gpus import detect_gpus
 from mlorch.execution.logs import subscribe_task_logs
+from mlorch.execution.worker_main import keep_main_out_of_workers
 from mlorch.log import get_logger
 
 __all__ = [
@@ -119,6 +120,7 @@ def start_local(
         gpu_threads: threads of a GPU worker, so that ``{"GPU": 0.5}`` tasks can share a device.
     """
     os.environ.update(QUIET_ENV)
+    keep_main_out_of_workers()  # a script without a main guard must not run again in each worker
     gpu_ids = detect_gpus() if gpus == "auto" else [str(i) for i in range(int(gpus))]
     if n_workers is None:
         n_workers = max(len(gpu_ids), min(os.cpu_count() or 1, 4))

@@ -17,6 +17,7 @@ Optuna import of its own.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -25,7 +26,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlorch.names import (
+    CONSTRAINTS_SYSTEM_ATTR,
+    CONSTRAINTS_TAG,
     ERROR_ATTR,
+    FEASIBLE_TAG,
     INTERRUPTED_ATTR,
     INTERRUPTED_TAG,
     LOST_ATTR,
@@ -42,6 +46,7 @@ from mlorch.names import (
     TRIAL_ID_TAG,
     TRIAL_NUMBER_TAG,
     TRIAL_STATE_TAG,
+    USER_ATTR_TAG_PREFIX,
 )
 from mlorch.tracking.child_runs import ChildRuns, Point, child_runs
 from mlorch.tracking.hook import SweepTrialHook
@@ -222,6 +227,7 @@ class SweepTracker:
             tags[INTERRUPTED_TAG] = "true"
         if frozen.user_attrs.get(LOST_ATTR):
             tags[LOST_TAG] = str(frozen.user_attrs[LOST_ATTR])
+        tags.update(_user_attr_tags(frozen))
         params = param_items(frozen.params) if self.define_by_run else {}
         self.writer.end(run_id, run_status(frozen), points, params, tags, error)
 
@@ -244,3 +250,25 @@ class SweepTracker:
         query = f"tags.{PARENT_RUN_TAG} = '{self.parent_run_id}' and tags.`{TRIAL_NUMBER_TAG}` = '{number}'"
         runs = self.store.client.search_runs([exp], query)
         return runs[0].info.run_id if runs else None
+
+
+def _user_attr_tags(frozen: FrozenTrial) -> dict[str, Any]:
+    """The trial's own user attributes (``optuna.user_attr.<key>``, JSON where it can be) and,
+    with a constrained sampler, its constraints and whether it is feasible."""
+    tags: dict[str, Any] = {}
+    for key, value in frozen.user_attrs.items():
+        if key.startswith("mlorch.") or key in (RUN_ATTR,):
+            continue
+        tags[f"{USER_ATTR_TAG_PREFIX}{key}"] = _json(value)
+    constraints = frozen.system_attrs.get(CONSTRAINTS_SYSTEM_ATTR)
+    if constraints is not None:
+        tags[CONSTRAINTS_TAG] = _json(list(constraints))
+        tags[FEASIBLE_TAG] = str(all(c <= 0 for c in constraints)).lower()
+    return tags
+
+
+def _json(value: Any) -> str:
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return str(value)

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mlorch.names import BEST_MODEL_TAG, RUN_ATTR
+from mlorch.names import BEST_MODEL_TAG, BEST_TAG_PREFIX, RUN_ATTR
 from mlorch.tracking.models import register_version
 from mlorch.tracking.store import RunStore
 
@@ -69,9 +69,10 @@ def _summarise(store: RunStore, study: optuna.Study, metrics: list[str], parent:
     if best and not multi:
         b = best[0]
         name = metrics[0] if metrics else "objective"
+        # Metrics and tags, not params: a resumed sweep's best replaces the earlier one (params are write-once).
         store.log_metrics(parent, {f"best_{name}": float(b.value)})  # type: ignore[arg-type]
-        store.log_params(parent, {f"best.{k}": v for k, v in b.params.items()})
-        store.set_tags(parent, {"best_trial": b.number, "best_run_id": b.user_attrs.get(RUN_ATTR, "")})
+        tags = {f"{BEST_TAG_PREFIX}{k}": v for k, v in b.params.items()}
+        store.set_tags(parent, {**tags, "best_trial": b.number, "best_run_id": b.user_attrs.get(RUN_ATTR, "")})
     table = folder / "trials.csv"
     study.trials_dataframe().to_csv(table, index=False)
     store.log_artifact(parent, str(table))

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlorch.errors import ConfigError
 from mlorch.execution.cluster import ClusterHandle, active_cluster, default_cluster
+from mlorch.log import get_logger
 
 if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
     from mlorch.tuning.handle import Sweep
+    from mlorch.tuning.plan import Plan
 
 __all__ = ["sweep"]
+
+log = get_logger("mlorch.sweep")
 
 
 def sweep(
@@ -25,13 +33,20 @@ def sweep(
     directions: Sequence[str] | None = None,
     n_trials: int = 20,
     max_concurrency: int | None = None,
-    sampler: Any = "tpe",
-    pruner: Any = "none",
+    sampler: Any = None,
+    pruner: Any = None,
     seed: int | None = None,
     name: str | None = None,
     resources: Mapping[str, float] | None = None,
     timeout: float | None = None,
+    trial_timeout: float | None = None,
     storage: Any = None,
+    study: optuna.Study | None = None,
+    study_name: str | None = None,
+    load_if_exists: bool = True,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
+    catch: type[Exception] | Sequence[type[Exception]] | None = None,
+    gc_after_trial: bool = False,
     cluster: ClusterHandle | str | os.PathLike[str] | Mapping[str, Any] | Callable[[], ClusterHandle] | None = None,
     tracking: bool = True,
     wait: bool = True,
@@ -51,19 +66,32 @@ def sweep(
             counting those of earlier runs of the same sweep.
         max_concurrency: trials in flight; None derives it from the cluster (thread
             slots, and ``resources`` or the flow's task resources over the workers' totals).
-        sampler: ``"tpe"`` (constant liar on), ``"random"``, ``"cmaes"``, ``"qmc"``, ``"gp"``,
+        sampler: None or ``"tpe"`` (TPE with constant liar on), ``"random"``, ``"cmaes"``, ``"qmc"``, ``"gp"``,
             ``"nsga2"``, ``"nsga3"``; ``{"name": ..., **options}``; or an Optuna sampler.
-        pruner: ``"median"``, ``"successive_halving"``, ``"hyperband"``, ``"percentile"``,
+        pruner: None (Optuna's default: the median pruner), ``"median"``, ``"successive_halving"``, ``"hyperband"``, ``"percentile"``,
             ``"threshold"``, ``"none"``; a dict with options; or an Optuna pruner. Tasks feed
             it with ``mo.report(value, step)``.
         seed: sampler seed.
-        name: the study name; the same name again resumes the study. Default: the
-            target's name plus a digest of the space and metric.
+        name, study_name: the study name (``study_name`` is Optuna's word for it); the
+            same name again resumes the study (``load_if_exists=False`` refuses to).
+            Default: the target's qualified name plus a digest of where it is defined,
+            the space and the metric, so two targets never share a study.
         resources: what one trial holds, e.g. ``{"GPU": 0.5}`` (an objective's task gets
             it; for flows it sizes concurrency, the tasks' own resources place them).
-        timeout: seconds a trial may run before it is FAIL.
+        timeout: seconds for the whole sweep, as in ``study.optimize``: no trial starts
+            after it; running trials finish.
+        trial_timeout: seconds one trial may run before it is FAIL.
         storage: None (the project's journal, ``<MLORCH_HOME>/optuna/journal.log``), a
             journal path, a database URL, or an Optuna storage.
+        study: an existing ``optuna.Study`` (in memory or in any storage) to optimise: its
+            name, storage, sampler, pruner, directions and enqueued trials are used.
+        callbacks: ``f(study, frozen_trial)`` after each finished trial, in the driver, as
+            ``study.optimize`` calls them (``MaxTrialsCallback``, the Terminator's callback);
+            ``study`` is this sweep, so ``study.stop()`` works. A raising callback stops the sweep.
+        catch: exception classes that fail a trial and let the sweep go on; any other
+            error fails the trial and stops the sweep with that error. None (mlorch's
+            default, unlike Optuna's ``()``): every error fails its trial only.
+        gc_after_trial: run ``gc.collect()`` in the worker after each objective trial.
         cluster: a cluster handle, a cluster YAML path or mapping (started and closed
             by the sweep; ``mo.sweep`` turns it into a starter, see ``mlorch.app``), or
             None (the active cluster, or a local one).
@@ -76,7 +104,6 @@ def sweep(
         SweepRunningError: the same sweep (name and storage) is already running in another
             driver; resuming it under that driver's feet would close its running trials.
     """
-    import optuna  # here, not at module level: ``import mlorch`` stays light
 
     from mlorch.tuning.driver import SweepDriver, finished_trials, resume
     from mlorch.tuning.handle import Sweep
@@ -102,6 +129,13 @@ def sweep(
         timeout=timeout,
         storage=storage,
         tracking=tracking,
+        trial_timeout=trial_timeout,
+        callbacks=callbacks,
+        catch=catch,
+        load_if_exists=load_if_exists,
+        gc_after_trial=gc_after_trial,
+        study=study,
+        study_name=study_name,
     )
     storage_obj, spec = open_storage(plan.storage)
     if plan.kind == "objective" and spec[0] == "object":
@@ -116,14 +150,7 @@ def sweep(
         _release(lease)
         raise
     try:
-        study = optuna.create_study(
-            study_name=plan.name,
-            storage=storage_obj,
-            sampler=plan.sampler,
-            pruner=plan.pruner,
-            directions=[optuna.study.StudyDirection[d.upper()] for d in plan.directions],
-            load_if_exists=True,
-        )
+        study = _open_study(plan, storage_obj)
         stored = [d.name.lower() for d in study.directions]
         if stored != plan.directions:
             raise ConfigError(
@@ -157,6 +184,40 @@ def sweep(
         finish(exc)  # releases the lock and an owned cluster
         raise
     return result._start(wait, progress, initial)
+
+
+def _open_study(plan: Plan, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the study, or load it and say so (with what it holds): resuming is the default."""
+    import optuna
+
+    names = optuna.get_all_study_names(storage) if not plan.load_if_exists else []
+    if plan.name in names:
+        raise ConfigError(
+            f"load_if_exists: study '{plan.name}' already exists in this storage and load_if_exists=False; "
+            "give another name= or load_if_exists=True to resume it"
+        )
+    study = optuna.create_study(
+        study_name=plan.name,
+        storage=storage,
+        sampler=plan.sampler,
+        pruner=plan.pruner,
+        directions=[optuna.study.StudyDirection[d.upper()] for d in plan.directions],
+        load_if_exists=True,
+    )
+    trials = study.get_trials(deepcopy=False)
+    if trials:
+        counts = Counter(t.state.name.lower() for t in trials)
+        detail = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        log.info("reusing study '%s': %d trials (%s); n_trials=%d counts them", plan.name, len(trials), detail, plan.n_trials)
+        if len([t for t in trials if t.state.is_finished()]) >= plan.n_trials:
+            log.warning(
+                "sweep '%s': the study already has %d finished trials >= n_trials=%d: no trial will run "
+                "(mlorch's n_trials is the study's total, so a rerun resumes; raise n_trials to run more)",
+                plan.name,
+                len([t for t in trials if t.state.is_finished()]),
+                plan.n_trials,
+            )
+    return study
 
 
 def _release(lease: Any) -> None:

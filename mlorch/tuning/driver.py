@@ -145,6 +145,7 @@ class SweepDriver:
         self._deferred: list[TrialRecord] = []
         self.finished = 0
         self._owner = f"sweep-{plan.name}-{uuid.uuid4().hex[:6]}"
+        self._sweep_deadline: float | None = None
         self._slots, self._totals = self._cluster_capacity()
         self._check_resources()
 
@@ -216,10 +217,9 @@ class SweepDriver:
         topic = report_topic(self.plan.name)
         self.client.subscribe_topic(topic, lambda event: self.events.put(("report", event[1])))
         self.client.subscribe_topic(LOST_TOPIC, lambda event: self.events.put(("lost", event[1])))
-        if self.plan.kind == "flow":
-            from mlorch.tuning.report import QuietPruning
+        from mlorch.tuning.report import QuietPruning
 
-            self.client.register_plugin(QuietPruning())
+        self.client.register_plugin(QuietPruning())  # a pruned trial is not an error on the workers
         try:
             self._loop()
         except BaseException as exc:
@@ -241,6 +241,8 @@ class SweepDriver:
 
     def _loop(self) -> None:
         self.finished = len(finished_trials(self.study))
+        if self.plan.timeout is not None:  # the whole sweep's time, as in study.optimize(timeout=)
+            self._sweep_deadline = time.monotonic() + self.plan.timeout
         fatal = getattr(self.handle, "on_fatal", None)
         if fatal is not None:  # a batch queue that will never run our jobs wakes the loop
             fatal(lambda: self.events.put(("wake",)))
@@ -248,6 +250,9 @@ class SweepDriver:
             fatal_error = getattr(self.handle, "fatal", None)
             if fatal_error is not None:
                 raise fatal_error
+            if self._sweep_deadline is not None and time.monotonic() >= self._sweep_deadline and not self.stopping:
+                log.info("sweep '%s': timeout of %g s reached; running trials finish", self.plan.name, self.plan.timeout)
+                self.stop()
             while (
                 not self.stopping
                 and len(self.inflight) < self.limit()
@@ -276,6 +281,8 @@ class SweepDriver:
 
     def _wait_time(self) -> float | None:
         deadlines = [r.deadline for r in self.inflight.values() if r.deadline is not None]
+        if self._sweep_deadline is not None and not self.stopping:
+            deadlines.append(self._sweep_deadline)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -285,8 +292,8 @@ class SweepDriver:
         trial = self.study.ask()
         params = suggest(trial, self.plan.space)
         rec = TrialRecord(trial=trial, params=params)
-        if self.plan.timeout is not None:
-            rec.deadline = rec.started + self.plan.timeout
+        if self.plan.trial_timeout is not None:
+            rec.deadline = rec.started + self.plan.trial_timeout
         self.inflight[trial.number] = rec
         body = self._flow_trial if self.plan.kind == "flow" else self._objective_trial
         if self.plan.kind == "flow":
@@ -366,6 +373,10 @@ class SweepDriver:
             return
         state, values, message = self._outcome(rec, result, error)
         self._tell(rec, state, values, message)
+        if state == TrialState.FAIL and error is not None and self.plan.catch is not None:
+            if not any(isinstance(e, self.plan.catch) for e in causes(error)):
+                self.error = self.error or error  # not in catch=: the sweep stops with it, as optimize does
+                self.stop()
 
     def _await_deferred(self, timeout: float) -> None:
         """Let cancelled trials' threads return (their flow run's hook writes last) before ending their runs."""
@@ -520,7 +531,9 @@ class SweepDriver:
             if rec.deadline is not None and now >= rec.deadline and not rec.closed:
                 self.inflight.pop(rec.number, None)
                 self._cancel(rec)
-                self._tell(rec, TrialState.FAIL, None, f"trial timed out after {self.plan.timeout:g} s", defer=True)
+                self._tell(
+                    rec, TrialState.FAIL, None, f"trial timed out after {self.plan.trial_timeout:g} s (trial_timeout)", defer=True
+                )
 
     def _cancel(self, rec: TrialRecord) -> None:
         self._event(rec.number)  # mo.report raises at the next step; a queued objective never starts

@@ -1,9 +1,10 @@
-"""``Sweep``: what ``mo.sweep`` returns, a live handle in a notebook, a result in a script.
+"""``Sweep``: what ``mo.sweep`` returns: an ``optuna.Study``, live in a notebook, a result in a script.
 
-With ``wait=False`` the driver runs in a background thread and the handle answers
-at once: ``.best_params``/``.best_value``/``.best_run_id`` read the study as it is,
-``.trials_dataframe()`` is Optuna's table, ``.stop()`` lets running trials finish
-and starts no more, ``.result()`` waits. A ``tqdm.auto`` bar (a widget in Jupyter)
+It is the sweep's study (same name and storage), so Optuna code around ``study.optimize``
+works unchanged: ``.trials``, ``.get_trials()``, ``.best_trial``, ``.trials_dataframe()``.
+mlorch adds ``.best_run_id``, ``.parent_run_id``, ``.result()``, ``.done()`` and a
+``.stop()`` that works from anywhere (callbacks included). With ``wait=False`` the driver
+runs in a background thread and the study answers at once, as it is; ``.result()`` waits. A ``tqdm.auto`` bar (a widget in Jupyter)
 counts finished trials and shows the best value so far; in a batch job or a log file,
 plain lines a few times a minute (:mod:`mlorch.tuning.progress`).
 """
@@ -14,11 +15,12 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import optuna
+
 from mlorch.names import INTERRUPTED_ATTR, PARENT_ATTR, RUN_ATTR
+from mlorch.tuning.optuna_private import storage_of
 
 if TYPE_CHECKING:
-    import optuna
-    import pandas as pd
     from optuna.trial import FrozenTrial
 
     from mlorch.tuning.driver import SweepDriver
@@ -27,10 +29,11 @@ if TYPE_CHECKING:
 __all__ = ["Sweep"]
 
 
-class Sweep:
-    """A running or finished sweep over ``study`` (an ``optuna.Study``)."""
+class Sweep(optuna.Study):
+    """A running or finished sweep: the ``optuna.Study`` it optimises, plus mlorch's extras."""
 
     def __init__(self, plan: Plan, study: optuna.Study, driver: SweepDriver, finish: Callable[[BaseException | None], None]):
+        super().__init__(study_name=study.study_name, storage=storage_of(study), sampler=study.sampler, pruner=study.pruner)
         self.plan = plan
         self.study = study
         self.name = plan.name
@@ -81,9 +84,12 @@ class Sweep:
         return self.result()
 
     def _on_trial(self, frozen: FrozenTrial) -> None:
+        """A trial was told (driver thread): the bar, then the user's callbacks, as ``optimize`` calls them."""
         if self._bar is not None:
             self._bar.update(1)
             self._update_bar(frozen)
+        for callback in self.plan.callbacks:
+            callback(self, frozen)
 
     def _update_bar(self, frozen: FrozenTrial | None) -> None:
         """Best value and pruned/failed counts: read from the study once, then kept up to date
@@ -95,7 +101,7 @@ class Sweep:
             for trial in self.study.get_trials(deepcopy=False):
                 if trial.state in self._tally and not trial.user_attrs.get(INTERRUPTED_ATTR):
                     self._tally[trial.state] += 1
-            self._best = self.best_value
+            self._best = self._best_or_none()
         elif not frozen.user_attrs.get(INTERRUPTED_ATTR):
             if frozen.state in self._tally:
                 self._tally[frozen.state] += 1
@@ -124,10 +130,10 @@ class Sweep:
             self._bar.close()
 
     # -- control ----------------------------------------------------------------------
-    def stop(self) -> Sweep:
-        """Start no more trials; the running ones finish and are told normally. Returns at once."""
+    def stop(self) -> None:
+        """Start no more trials; the running ones finish and are told normally. Returns at once
+        (from a callback, another thread or a notebook cell; Optuna's only works inside optimize)."""
         self._driver.stop()
-        return self
 
     def result(self, timeout: float | None = None) -> Sweep:
         """Wait until the sweep has ended; re-raises what stopped it, if anything did."""
@@ -140,43 +146,33 @@ class Sweep:
     def done(self) -> bool:
         return self._done.is_set()
 
-    # -- results ----------------------------------------------------------------------
+    # -- results (Optuna's own: best_trial, best_trials, best_value, trials, ...) -------
     @property
-    def best_trial(self) -> FrozenTrial | None:
-        """The best finished trial so far; None before one completes (or for multi-objective)."""
+    def best_params(self) -> dict[str, Any]:
+        """The best trial's parameters plus the fixed entries of the space (what the flow ran with).
+        Raises ValueError before a trial completes, as Optuna does."""
+        from mlorch.tuning.plan import is_param
+
+        fixed = {k: v for k, v in self.plan.space.items() if not is_param(v)}
+        return {**self.best_trial.params, **fixed}
+
+    def _best_or_none(self) -> float | None:
         if self.plan.multi:
             return None
         try:
-            return self.study.best_trial
+            return float(self.best_value)
         except ValueError:
             return None
 
     @property
-    def best_trials(self) -> list[FrozenTrial]:
-        """The Pareto front (multi-objective) or the best trial, as Optuna defines them."""
-        return list(self.study.best_trials)
-
-    @property
-    def best_params(self) -> dict[str, Any] | None:
-        """The best trial's parameters (swept ones plus fixed entries of the space); None before one completes."""
-        best = self.best_trial
-        if best is None:
-            return None
-        from mlorch.tuning.plan import is_param
-
-        fixed = {k: v for k, v in self.plan.space.items() if not is_param(v)}
-        return {**best.params, **fixed}
-
-    @property
-    def best_value(self) -> float | None:
-        best = self.best_trial
-        return None if best is None or best.value is None else float(best.value)
-
-    @property
     def best_run_id(self) -> str | None:
-        """The MLflow run of the best trial (None with tracking off, or before a trial completes)."""
-        best = self.best_trial
-        return None if best is None else best.user_attrs.get(RUN_ATTR)
+        """The MLflow run of the best trial (None with tracking off, before a trial completes, or multi-objective)."""
+        if self.plan.multi:
+            return None
+        try:
+            return self.best_trial.user_attrs.get(RUN_ATTR)
+        except ValueError:
+            return None
 
     @property
     def parent_run_id(self) -> str | None:
@@ -192,9 +188,6 @@ class Sweep:
         """The most trials that were in flight at once."""
         return self._driver.max_in_flight
 
-    def trials_dataframe(self, **kwargs: Any) -> pd.DataFrame:
-        return self.study.trials_dataframe(**kwargs)
-
     @property
     def n_finished(self) -> int:
         from mlorch.tuning.driver import finished_trials
@@ -203,6 +196,6 @@ class Sweep:
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "running"
-        best = self.best_value
-        best_text = f", best={best:.4g}" if best is not None else ""
+        best = self._best_or_none()
+        best_text = f", best={best:.4g}" if best is not None else ", no trial finished yet" if not self.n_finished else ""
         return f"<mo.Sweep '{self.name}' {state}: {self.n_finished}/{self.plan.n_trials} trials{best_text}>"

@@ -69,11 +69,15 @@ def make_sampler(spec: Any, seed: int | None) -> optuna.samplers.BaseSampler:
         raise ConfigError(f"sampler: cannot build {SAMPLERS[name]}({options}): {exc}") from None
 
 
+def _direction_name(direction: Any) -> Any:
+    return direction.name.lower() if isinstance(direction, optuna.study.StudyDirection) else direction
+
+
 def make_pruner(spec: Any) -> optuna.pruners.BasePruner:
-    """A pruner from a name, ``{"name": ..., **options}``, None (no pruning) or an instance."""
+    """A pruner from a name, ``{"name": ..., **options}``, an instance, or None: Optuna's default (the median pruner)."""
     if isinstance(spec, optuna.pruners.BasePruner):
         return spec
-    name, options = _split(spec if spec is not None else "none", "pruner", PRUNERS)
+    name, options = _split(spec if spec is not None else "median", "pruner", PRUNERS)
     cls = getattr(optuna.pruners, PRUNERS[name])
     try:
         return cls(**options)
@@ -82,9 +86,21 @@ def make_pruner(spec: Any) -> optuna.pruners.BasePruner:
 
 
 def check_directions(
-    metric: str | None, direction: str | None, metrics: Sequence[str] | None, directions: Sequence[str] | None
+    metric: str | None,
+    direction: Any,
+    metrics: Sequence[str] | None,
+    directions: Sequence[Any] | None,
+    allow_unnamed: bool = False,
 ) -> tuple[list[str], list[str]]:
-    """(metric names, directions) for single- or multi-objective sweeps, checked."""
+    """(metric names, directions) for single- or multi-objective sweeps, checked.
+
+    ``allow_unnamed``: a plain objective may give ``directions=`` alone (its values are
+    positional, as in ``optuna.create_study(directions=...)``). Directions may be Optuna's
+    ``StudyDirection`` members.
+    """
+    direction = _direction_name(direction)
+    if directions is not None and not isinstance(directions, str):
+        directions = [_direction_name(d) for d in directions]
     if metrics is not None and metric is not None:
         raise ConfigError("metric: give either metric= (one objective) or metrics= (several), not both")
     if metrics is not None:
@@ -96,11 +112,17 @@ def check_directions(
             raise ConfigError(f"directions: {len(dirs)} direction(s) for {len(names)} metric(s); give one per metric")
         field = "directions"
     else:
-        if directions is not None:
+        if directions is not None and not allow_unnamed:
             raise ConfigError("directions: use direction= with a single metric=, or metrics= with directions=")
+        if directions is not None and (direction is not None or metric is not None):
+            raise ConfigError("directions: give either direction= (one objective) or directions= (several), not both")
+        if isinstance(directions, str):
+            raise ConfigError("directions: expected a list like ['minimize', 'maximize'], got a string")
         names = [metric] if metric is not None else []
-        dirs = [direction or "minimize"]
-        field = "direction"
+        dirs = list(directions) if directions is not None else [direction or "minimize"]
+        if not dirs:
+            raise ConfigError("directions: expected at least one direction")
+        field = "direction" if directions is None else "directions"
     for name in names:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"metric: expected the name of a value the target returns, got {name!r}")

@@ -14,6 +14,7 @@ import ast
 import difflib
 import hashlib
 import inspect
+import math
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,11 +48,16 @@ class Plan:
     pruner: optuna.pruners.BasePruner
     seed: int | None
     resources: dict[str, float] | None
-    timeout: float | None
+    timeout: float | None  # seconds for the whole sweep (Optuna's meaning)
     storage: Any
     tracking: bool
     summary: dict[str, Any] = field(default_factory=dict)
     metric_checked: bool = False
+    trial_timeout: float | None = None  # seconds one trial may run
+    callbacks: tuple[Callable[[Any, Any], None], ...] = ()
+    catch: tuple[type[BaseException], ...] | None = None  # None: every error is a FAIL and the sweep goes on
+    load_if_exists: bool = True
+    gc_after_trial: bool = False
 
     @property
     def multi(self) -> bool:
@@ -80,9 +86,24 @@ def make_plan(
     timeout: Any,
     storage: Any,
     tracking: bool,
+    trial_timeout: Any = None,
+    callbacks: Any = None,
+    catch: Any = None,
+    load_if_exists: Any = True,
+    gc_after_trial: Any = False,
+    study: Any = None,
+    study_name: Any = None,
 ) -> Plan:
     kind = _kind(target)
-    names, dirs = check_directions(metric, direction, metrics, directions)
+    if study_name is not None:
+        if name is not None and name != study_name:
+            raise ConfigError(f"study_name: {study_name!r} and name={name!r} disagree; study_name is Optuna's name for name=")
+        name = study_name
+    explicit_pruner = pruner is not None and study is None  # Optuna's default pruner is fine on any study
+    if study is not None:
+        name, storage, sampler, pruner, directions = _from_study(study, name, storage, sampler, pruner, direction, directions)
+        direction = None
+    names, dirs = check_directions(metric, direction, metrics, directions, allow_unnamed=kind == "objective")
     flow = target if kind == "flow" else None
     if flow is not None and space is None:
         known = ", ".join(flow.signature.parameters)
@@ -97,6 +118,8 @@ def make_plan(
                 f"space['{fixed[0]}']: an Optuna objective takes no fixed values (it only gets the trial); "
                 "give ranges (mo.uniform, ...) or bind the value in the objective"
             )
+    if kind == "flow" and not names and len(dirs) > 1:
+        raise ConfigError(f"metrics: name the values of flow '{target.name}' to optimise, one per direction")
     if kind == "flow" and not names and len(dirs) == 1:
         raise ConfigError(f"metric: name the value of flow '{target.name}' to optimise, e.g. metric='val_loss'")
     metric_checked = _check_metrics(target, kind, names)
@@ -108,13 +131,17 @@ def make_plan(
         raise ConfigError(f"max_concurrency: expected None (derive from the cluster) or an integer >= 1, got {max_concurrency!r}")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ConfigError(f"seed: expected an integer, got {seed!r}")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0):
-        raise ConfigError(f"timeout: expected seconds > 0 per trial, got {timeout!r}")
+    timeout = _seconds("timeout", timeout, "for the whole sweep")
+    trial_timeout = _seconds("trial_timeout", trial_timeout, "per trial")
     res = _resources(resources)
     sampler_obj = make_sampler(sampler, seed)
     pruner_obj = make_pruner(pruner)
-    if len(dirs) > 1 and not isinstance(pruner_obj, optuna.pruners.NopPruner):
+    if len(dirs) > 1 and explicit_pruner and not isinstance(pruner_obj, optuna.pruners.NopPruner):
         raise ConfigError("pruner: Optuna cannot prune multi-objective studies; use pruner='none' with metrics=[...]")
+    if not isinstance(load_if_exists, bool):
+        raise ConfigError(f"load_if_exists: expected True or False, got {load_if_exists!r}")
+    if not isinstance(gc_after_trial, bool):
+        raise ConfigError(f"gc_after_trial: expected True or False, got {gc_after_trial!r}")
     study_name = _name(name, target, checked_space, names, dirs)
     summary = {
         "target": _label(target),
@@ -128,6 +155,7 @@ def make_plan(
         "seed": seed,
         "resources": res or {},
         "timeout": timeout,
+        "trial_timeout": trial_timeout,
     }
     experiment = target.experiment if kind == "flow" else study_name
     return Plan(
@@ -144,12 +172,69 @@ def make_plan(
         pruner=pruner_obj,
         seed=seed,
         resources=res,
-        timeout=None if timeout is None else float(timeout),
+        timeout=timeout,
+        trial_timeout=trial_timeout,
+        callbacks=_callbacks(callbacks),
+        catch=_catch(catch),
+        load_if_exists=load_if_exists,
+        gc_after_trial=gc_after_trial,
         storage=storage,
         tracking=bool(tracking) and (getattr(target, "tracking", True) if kind == "flow" else True),
         summary=summary,
         metric_checked=metric_checked,
     )
+
+
+def _from_study(
+    study: Any, name: Any, storage: Any, sampler: Any, pruner: Any, direction: Any, directions: Any
+) -> tuple[str, Any, Any, Any, list[str]]:
+    """An existing ``optuna.Study``: its name, storage, sampler, pruner and directions (as optimize uses them)."""
+    from mlorch.tuning.optuna_private import storage_of
+
+    if not isinstance(study, optuna.Study):
+        raise ConfigError(f"study: expected an optuna.Study, got {type(study).__name__}")
+    given = {
+        "name": name,
+        "storage": storage,
+        "sampler": sampler,
+        "pruner": pruner,
+        "direction": direction,
+        "directions": directions,
+    }
+    for field_name, value in given.items():
+        if value is not None and not (field_name == "name" and value == study.study_name):
+            raise ConfigError(f"{field_name}: given with study=; the study's own {field_name} is used (drop one of the two)")
+    dirs = [d.name.lower() for d in study.directions]
+    return study.study_name, storage_of(study), study.sampler, study.pruner, dirs
+
+
+def _seconds(field_name: str, value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{field_name}: expected seconds > 0 {what}, got {value!r}")
+    return float(value)
+
+
+def _callbacks(callbacks: Any) -> tuple[Callable[[Any, Any], None], ...]:
+    if callbacks is None:
+        return ()
+    if callable(callbacks) or not isinstance(callbacks, (list, tuple)):
+        raise ConfigError(f"callbacks: expected a list of callables f(study, trial), got {type(callbacks).__name__}")
+    for i, cb in enumerate(callbacks):
+        if not callable(cb):
+            raise ConfigError(f"callbacks[{i}]: expected a callable f(study, trial), got {type(cb).__name__} {cb!r:.60}")
+    return tuple(callbacks)
+
+
+def _catch(catch: Any) -> tuple[type[BaseException], ...] | None:
+    if catch is None:
+        return None
+    items = catch if isinstance(catch, (list, tuple)) else (catch,)
+    for item in items:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise ConfigError(f"catch: expected exception classes, e.g. catch=(ValueError,), got {item!r:.60}")
+    return tuple(items)
 
 
 def _kind(target: Any) -> str:
@@ -261,13 +346,17 @@ def _resources(resources: Any) -> dict[str, float] | None:
 
 
 def _name(name: Any, target: Any, space: Mapping[str, Any], metrics: list[str], directions: list[str]) -> str:
-    """The study name: given, or the target's name plus a digest of what is swept (same sweep = same study)."""
+    """The study name: given, or the target's qualified name plus a digest of where it is defined
+    (file or module) and what is swept, so two targets (two ``objective`` functions in two
+    scripts) never share a study, and the same sweep run again resumes its own."""
     if name is not None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"name: expected a non-empty string, got {name!r}")
         return name
-    base = str(getattr(target, "name", None) or getattr(target, "__name__", "objective"))
-    text = repr((sorted(describe_space(space).items()), metrics, directions))
+    fn = getattr(target, "fn", target)
+    base = str(getattr(target, "name", None) or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "objective"))
+    home = getattr(inspect.getmodule(fn), "__file__", None) or getattr(fn, "__module__", "")
+    text = repr((str(home), getattr(fn, "__qualname__", base), sorted(describe_space(space).items()), metrics, directions))
     return f"{base}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
