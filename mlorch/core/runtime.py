@@ -9,24 +9,35 @@ wants: it keeps its slot.
 from __future__ import annotations
 
 import contextvars
+import pickle
 import random
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlorch.core.cache import MISSING, ResultCache
 from mlorch.core.context import TaskContext, _current, gpu_ids_from_env
-from mlorch.errors import TaskFailedError, TaskTimeoutError
+from mlorch.errors import SerializationError, TaskFailedError, TaskTimeoutError
 
 if TYPE_CHECKING:
     from mlorch.core.task import Task
 
-__all__ = ["TaskCall", "execute", "add_task_finalizer", "backoff_delay"]
+__all__ = ["TaskCall", "execute", "add_task_finalizer", "add_task_starter", "backoff_delay", "pickle_problem"]
 
 # Callbacks run after every attempt-series, e.g. tracking flushes its metric buffer.
 _finalizers: list[Callable[[TaskContext, BaseException | None], None]] = []
+# Callbacks run before the first attempt with the call's arguments, e.g. tracking
+# remembers secret-named arguments so the worker's logs can scrub them.
+_starters: list[Callable[[Task[..., Any], tuple[Any, ...], dict[str, Any]], None]] = []
+
+
+def add_task_starter(fn: Callable[[Task[..., Any], tuple[Any, ...], dict[str, Any]], None]) -> None:
+    """Register ``fn(task, args, kwargs)`` to run in the worker thread before a task call starts."""
+    if fn not in _starters:
+        _starters.append(fn)
 
 
 def add_task_finalizer(fn: Callable[[TaskContext, BaseException | None], None]) -> None:
@@ -43,6 +54,10 @@ class TaskCall:
     key: str
     run: Mapping[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
+    # True when the call runs in another process: errors then travel by pickle (without
+    # Python's exception chaining) and results must pickle, which is checked here, where
+    # the task is still known, rather than failing later inside distributed.
+    remote: bool = False
 
 
 def backoff_delay(attempt: int, delay: float, backoff: float, jitter: float, rng: random.Random | None = None) -> float:
@@ -62,6 +77,13 @@ def execute(call: TaskCall, *args: Any, **kwargs: Any) -> Any:
         if value is not MISSING:
             return value
     gpu_ids = gpu_ids_from_env() if task.resources.get("GPU") else ()
+    for start in _starters:
+        try:
+            start(task, args, kwargs)
+        except Exception:  # a helper's failure must not fail the task
+            import logging
+
+            logging.getLogger("mlorch.runtime").exception("task starter %r failed", start)
     attempt = 0
     while True:
         attempt += 1
@@ -75,6 +97,12 @@ def execute(call: TaskCall, *args: Any, **kwargs: Any) -> Any:
         finally:
             _current.reset(token)
         if error is None:
+            if call.remote:
+                try:
+                    _check_result(task.name, value)
+                except SerializationError as exc:
+                    _finalize(ctx, exc)
+                    raise
             _finalize(ctx, None)
             if cache is not None:
                 cache.put(call.key, value)
@@ -82,7 +110,10 @@ def execute(call: TaskCall, *args: Any, **kwargs: Any) -> Any:
         retryable = isinstance(error, task.retry_on) and isinstance(error, Exception) and not _control_flow(error)
         if not retryable or attempt > task.retries:
             _finalize(ctx, error)
-            raise _final_error(task.name, attempt, error) from error
+            final = _final_error(task.name, attempt, error)
+            # Remote: the cause travels inside ``final`` (see errors.py) and the caller links it
+            # back; chaining it here would make distributed pickle it a second time, raw.
+            raise final from (None if call.remote else error)
         time.sleep(backoff_delay(attempt, task.retry_delay, task.backoff, task.jitter))
 
 
@@ -103,11 +134,47 @@ def _finalize(ctx: TaskContext, error: BaseException | None) -> None:
 
 def _final_error(name: str, attempts: int, error: BaseException) -> TaskFailedError:
     tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
+    text = "".join(traceback.format_exception(error))
     if isinstance(error, _AttemptTimeout):
-        return TaskTimeoutError(name, attempts, f"task '{name}' timed out after {error.seconds:g} s ({tries})", error)
+        return TaskTimeoutError(name, attempts, f"task '{name}' timed out after {error.seconds:g} s ({tries})", error, text)
     if isinstance(error, TaskFailedError):  # a nested flow's task already named itself
-        return TaskFailedError(name, attempts, f"task '{name}' failed after {tries}: {error}", error)
-    return TaskFailedError(name, attempts, f"task '{name}' failed after {tries}: {type(error).__name__}: {error}", error)
+        return TaskFailedError(name, attempts, f"task '{name}' failed after {tries}: {error}", error, text)
+    message = f"task '{name}' failed after {tries}: {type(error).__name__}: {error}"
+    return TaskFailedError(name, attempts, message, error, text)
+
+
+def pickle_problem(value: Any) -> Exception | None:
+    """Why ``value`` cannot be pickled the way distributed does it (pickle, then cloudpickle), or None.
+
+    numpy and pandas values are trusted without trying: pickling them here would copy
+    every large array once more.
+    """
+    if isinstance(value, (int, float, str, bytes, bool, complex, type(None))):
+        return None
+    if type(value).__module__.split(".")[0] in ("numpy", "pandas"):
+        return None
+    try:
+        pickle.dumps(value, protocol=5, buffer_callback=lambda _: None)  # out-of-band buffers are not copied
+        return None
+    except Exception:
+        pass
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(value, protocol=5, buffer_callback=lambda _: None)
+        return None
+    except Exception as exc:
+        return exc
+
+
+def _check_result(name: str, value: Any) -> None:
+    problem = pickle_problem(value)
+    if problem is not None:
+        raise SerializationError(
+            f"task '{name}' returned a {type(value).__name__}, which cannot be pickled, so it cannot leave "
+            f"the worker ({type(problem).__name__}: {problem}). Return plain data (numbers, arrays, a path to "
+            "a file) and create the object where it is used."
+        )
 
 
 class _AttemptTimeout(TimeoutError):

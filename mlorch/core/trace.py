@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import operator
-import pickle
 from collections.abc import Iterator, Mapping
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
-from mlorch.core.runtime import TaskCall, execute
+from mlorch.core.runtime import TaskCall, execute, pickle_problem
 from mlorch.errors import FlowDefinitionError, SerializationError, TaskArgumentError
 
 if TYPE_CHECKING:
@@ -107,12 +106,16 @@ class Trace:
     run: Mapping[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
     check_pickle: bool = True
+    remote: bool = False  # tasks run in other processes (see TaskCall.remote); default: the backend's ``remote``
     nodes: dict[str, ts.Task] = field(default_factory=dict)
     deps: dict[str, frozenset[str]] = field(default_factory=dict)
     resources: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
     has_dependents: set[str] = field(default_factory=set)
     flow_stack: list[Flow[..., Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.remote = self.remote or bool(getattr(self.backend, "remote", False))
 
     # -- building -----------------------------------------------------------------
     def add(self, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Ref:
@@ -127,7 +130,7 @@ class Trace:
         spec_kwargs = {k: self._spec(v, deps, task.name, k) for k, v in kwargs.items()}
         key = f"{task.name}-{_digest(task.token, args, kwargs)}"
         if key not in self.nodes:
-            call = TaskCall(task, key, self.run, self.cache_dir)
+            call = TaskCall(task, key, self.run, self.cache_dir, self.remote)
             self.nodes[key] = ts.Task(key, execute, call, *spec_args, **spec_kwargs)
             self._link(key, deps, task.name, tuple(sorted(task.resources.items())))
         return Ref(key, task.name, self)
@@ -215,7 +218,7 @@ class Trace:
     def graph(self, keys: set[str] | None = None, outputs: list[str] | None = None) -> FlowGraph:
         """The traced nodes (or the subset ``keys``) as a HighLevelGraph with one layer per resource set."""
         selected = self.nodes.keys() if keys is None else keys
-        groups: dict[tuple[tuple[str, float], ...], dict[str, ts.Task]] = {}
+        groups: dict[tuple[tuple[str, float], ...], dict[str, ts.GraphNode]] = {}
         for key in selected:
             groups.setdefault(self.resources[key], {})[key] = self.nodes[key]
         layer_names = {res: ("mlorch-" + tokenize(res)[:8]) for res in groups}
@@ -326,25 +329,14 @@ def _fingerprint(value: Any, out: list[str]) -> None:
 
 
 def _check_picklable(value: Any, task: str, where: Any) -> None:
-    module = type(value).__module__.split(".")[0]
-    if module in ("numpy", "pandas"):
-        return
-    try:
-        pickle.dumps(value)
-        return
-    except Exception:
-        pass
-    import cloudpickle
-
-    try:
-        cloudpickle.dumps(value)
-    except Exception as exc:
+    problem = pickle_problem(value)
+    if problem is not None:
         label = f"argument {where!r}" if isinstance(where, str) else f"positional argument {where}"
         raise SerializationError(
             f"task '{task}': {label} of type {type(value).__name__} cannot be pickled, so it cannot be "
-            f"sent to a worker ({type(exc).__name__}: {exc}). Pass something picklable (a path, a config "
+            f"sent to a worker ({type(problem).__name__}: {problem}). Pass something picklable (a path, a config "
             "dict) and open the resource inside the task."
-        ) from None
+        )
 
 
 def _plain(signature: Any) -> str:

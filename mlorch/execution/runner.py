@@ -18,7 +18,7 @@ from distributed import Client, Future, as_completed
 
 from mlorch.core.flow import Flow, set_runner
 from mlorch.core.trace import Ref, Trace, collect_refs, substitute
-from mlorch.errors import ResourceUnavailableError
+from mlorch.errors import ResourceUnavailableError, TaskFailedError
 from mlorch.execution.cluster import ClusterHandle, WorkerOffer, active_cluster, default_cluster
 from mlorch.execution.resources import describe, unmet
 from mlorch.log import get_logger
@@ -60,6 +60,8 @@ def add_run_hook(factory: Callable[[FlowRun], RunHook | None]) -> None:
 
 class DistributedBackend:
     """Submits parts of a trace to a Client and keeps their futures for the run."""
+
+    remote = True  # tasks run in worker processes: results must pickle, errors travel by pickle
 
     def __init__(self, client: Client, offers: Callable[[], list[WorkerOffer]] | None = None):
         self.client = client
@@ -164,6 +166,8 @@ def run_flow(
             if future.status == "error":
                 exc = future.exception()
                 run.failed_task = getattr(exc, "task", None) or trace.names.get(str(future.key), str(future.key))
+                if isinstance(exc, TaskFailedError) and exc.cause is not None and exc.__cause__ is None:
+                    exc.__cause__ = exc.cause  # the worker could not chain it (see core/runtime.py)
                 future.result()  # raises the task's error here
         values = handle.client.gather(futures[: len(outputs)]) if outputs else []
         result = substitute(value, dict(zip(outputs, values)))
