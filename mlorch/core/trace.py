@@ -9,6 +9,11 @@ backend already holds are not recomputed, so the graph "continues from there".
 
 Nodes are grouped into HighLevelGraph layers by their resource annotations, because
 distributed reads restrictions from layer annotations.
+
+An argument of ``LARGE_ARGUMENT_BYTES`` or more (an array, a long bytes string) becomes
+a data node of its own, keyed by its content, that the tasks using it depend on: it is
+in the graph once however many tasks take it, and a distributed backend scatters it
+once instead of shipping a copy inside every task.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dask import _task_spec as ts
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.sizeof import sizeof
 
 from mlorch.core.runtime import TaskCall, execute, pickle_problem
 from mlorch.errors import FlowDefinitionError, SerializationError, TaskArgumentError
@@ -33,7 +39,10 @@ if TYPE_CHECKING:
     from mlorch.core.flow import Flow
     from mlorch.core.task import Task
 
-__all__ = ["Backend", "FlowGraph", "Ref", "Trace", "current_trace"]
+__all__ = ["LARGE_ARGUMENT_BYTES", "Backend", "FlowGraph", "Ref", "Trace", "current_trace"]
+
+# From this size (dask.sizeof) an argument is a graph node of its own, sent once.
+LARGE_ARGUMENT_BYTES = 1 << 20
 
 _trace: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("mlorch_trace", default=None)
 
@@ -107,7 +116,11 @@ class Trace:
     cache_dir: str | None = None
     check_pickle: bool = True
     remote: bool = False  # tasks run in other processes (see TaskCall.remote); default: the backend's ``remote``
-    nodes: dict[str, ts.Task] = field(default_factory=dict)
+    nodes: dict[str, ts.GraphNode] = field(default_factory=dict)
+    data_keys: set[str] = field(default_factory=set)  # large arguments, one node each
+    # dask tokens of large arguments by id (the value kept alive with it): hashing 100 MB
+    # once for its node and once more for every task key that covers it would dominate tracing
+    tokens: dict[int, tuple[Any, str]] = field(default_factory=dict)
     deps: dict[str, frozenset[str]] = field(default_factory=dict)
     resources: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
@@ -128,7 +141,7 @@ class Trace:
         deps: set[str] = set()
         spec_args = [self._spec(a, deps, task.name, i) for i, a in enumerate(args)]
         spec_kwargs = {k: self._spec(v, deps, task.name, k) for k, v in kwargs.items()}
-        key = f"{task.name}-{_digest(task.token, args, kwargs)}"
+        key = f"{task.name}-{_digest(task.token, args, kwargs, self.tokens)}"
         if key not in self.nodes:
             call = TaskCall(task, key, self.run, self.cache_dir, self.remote)
             self.nodes[key] = ts.Task(key, execute, call, *spec_args, **spec_kwargs)
@@ -139,7 +152,7 @@ class Trace:
         """A light helper node (getitem, len) that is not a user task."""
         deps: set[str] = set()
         spec_args = [self._spec(a, deps, name, i) for i, a in enumerate(args)]
-        key = f"{name}-{_digest(name, args, {})}"
+        key = f"{name}-{_digest(name, args, {}, self.tokens)}"
         if key not in self.nodes:
             self.nodes[key] = ts.Task(key, fn, *spec_args)
             self._link(key, deps, name, ())
@@ -154,6 +167,8 @@ class Trace:
     def _spec(self, value: Any, deps: set[str], task: str, where: Any, nested: bool = False) -> Any:
         """Turn Refs inside ``value`` into graph references, checking the rest can travel."""
         if isinstance(value, _PRIMITIVES):
+            if isinstance(value, (bytes, str)) and len(value) >= LARGE_ARGUMENT_BYTES:
+                return self._data(value, deps, nested)
             return value
         if isinstance(value, Ref):
             if value._trace is not self:
@@ -188,7 +203,19 @@ class Trace:
             )
         if self.check_pickle:
             _check_picklable(value, task, where)
+        if sizeof(value) >= LARGE_ARGUMENT_BYTES:
+            return self._data(value, deps, nested)
         return value
+
+    def _data(self, value: Any, deps: set[str], nested: bool) -> Any:
+        """A large argument as a node of its own, keyed by content, so it travels once."""
+        key = f"argument-{_token(value, self.tokens)}"
+        if key not in self.nodes:
+            self.nodes[key] = ts.DataNode(key, value)
+            self._link(key, set(), "argument", ())
+            self.data_keys.add(key)
+        deps.add(key)
+        return ts.Alias(key) if nested else ts.TaskRef(key)
 
     # -- running ------------------------------------------------------------------
     def values(self, keys: list[str]) -> list[Any]:
@@ -229,7 +256,8 @@ class Trace:
             name = layer_names[res]
             annotations = {"resources": dict(res)} if res else None
             layers[name] = MaterializedLayer(nodes, annotations=annotations)
-            dependencies[name] = {layer_of[d] for k in nodes for d in self.deps[k] if layer_of[d] != name}
+            # a dependency outside ``keys`` is one the backend already holds (a scattered argument)
+            dependencies[name] = {layer_of[d] for k in nodes for d in self.deps[k] if d in layer_of and layer_of[d] != name}
         graph = FlowGraph(layers, dependencies)
         graph.outputs = list(outputs or [])
         return graph
@@ -287,45 +315,62 @@ def substitute(value: Any, results: Mapping[str, Any]) -> Any:
     return value
 
 
-def _digest(identity: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+def _digest(
+    identity: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], tokens: dict[int, tuple[Any, str]] | None = None
+) -> str:
     """A 32-hex digest of a call: ``identity`` plus its arguments, each Ref standing for its key.
 
     Plain values (numbers, strings, containers of them) are written out directly, which is
     several times faster than ``dask.tokenize`` on the per-task hot path; anything else is
-    tokenized by dask (deterministic for numpy, pandas and most picklable objects).
+    tokenized by dask (deterministic for numpy, pandas and most picklable objects), as are
+    strings and bytes of ``LARGE_ARGUMENT_BYTES`` or more; ``tokens`` remembers large values' tokens.
     """
     parts = [identity]
-    _fingerprint(args, parts)
-    _fingerprint(dict(sorted(kwargs.items())), parts)
+    _fingerprint(args, parts, tokens)
+    _fingerprint(dict(sorted(kwargs.items())), parts, tokens)
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
-def _fingerprint(value: Any, out: list[str]) -> None:
+def _fingerprint(value: Any, out: list[str], tokens: dict[int, tuple[Any, str]] | None = None) -> None:
     kind = type(value)
-    if kind in (int, float, bool, str, bytes, complex) or value is None:
+    if kind in (str, bytes) and len(value) >= LARGE_ARGUMENT_BYTES:
+        out.append("dask:" + _token(value, tokens))
+    elif kind in (int, float, bool, str, bytes, complex) or value is None:
         out.append(f"{kind.__name__}:{value!r}")
     elif kind is Ref:
         out.append("@" + value.key)
     elif kind in (list, tuple) or (isinstance(value, tuple) and hasattr(value, "_fields")):
         out.append(kind.__qualname__ + "[")
         for item in value:
-            _fingerprint(item, out)
+            _fingerprint(item, out, tokens)
         out.append("]")
     elif kind in (set, frozenset):  # iteration order varies between processes
         items = []
         for item in value:
             sub: list[str] = []
-            _fingerprint(item, sub)
+            _fingerprint(item, sub, tokens)
             items.append("\x1f".join(sub))
         out.append("set{" + "\x1e".join(sorted(items)) + "}")
     elif kind is dict:
         out.append("dict{")
         for k, v in value.items():
-            _fingerprint(k, out)
-            _fingerprint(v, out)
+            _fingerprint(k, out, tokens)
+            _fingerprint(v, out, tokens)
         out.append("}")
     else:
-        out.append("dask:" + tokenize(value))
+        out.append("dask:" + _token(value, tokens))
+
+
+def _token(value: Any, tokens: dict[int, tuple[Any, str]] | None) -> str:
+    """``tokenize(value)``, remembered in ``tokens`` for values that large arguments are made of."""
+    if tokens is not None:
+        held = tokens.get(id(value))
+        if held is not None and held[0] is value:
+            return held[1]
+    token = tokenize(value)
+    if tokens is not None and sizeof(value) >= LARGE_ARGUMENT_BYTES:
+        tokens[id(value)] = (value, token)
+    return token
 
 
 def _check_picklable(value: Any, task: str, where: Any) -> None:

@@ -3,7 +3,10 @@
 Intermediate results stay on the workers: the client holds futures (so keys are
 computed once per run and reused by ``.result()`` and later submissions) but only
 gathers the keys a caller asked for. Every key is submitted under its content
-address, so two runs of the same task with the same inputs share one key.
+address, so two runs of the same task with the same inputs share one key. Large
+arguments (the trace's data nodes) are scattered once per run, straight to a worker,
+and tasks depend on their keys, so three tasks using a 100 MB array do not ship it
+three times through the scheduler.
 """
 
 from __future__ import annotations
@@ -81,9 +84,19 @@ class DistributedBackend:
         if missing:
             needed = trace.ancestors(missing)
             self.check_resources(trace, needed)
-            futures = self.client.get(trace.graph(needed), missing, sync=False)
-            self.futures.update(zip(missing, futures))
+            self.scatter_arguments(trace, needed)
+            missing = [k for k in missing if k not in self.futures]
+            if missing:
+                futures = self.client.get(trace.graph(needed - trace.data_keys), missing, sync=False)
+                self.futures.update(zip(missing, futures))
         return [self.futures[k] for k in keys]
+
+    def scatter_arguments(self, trace: Trace, keys: set[str]) -> None:
+        """Send the large arguments among ``keys`` to the cluster once, under their content keys."""
+        wanted = {k: trace.nodes[k] for k in sorted(keys & trace.data_keys) if k not in self.futures}
+        if wanted:
+            values = {k: node.value for k, node in wanted.items()}  # type: ignore[attr-defined]
+            self.futures.update(self.client.scatter(values, hash=False))
 
     def check_resources(self, trace: Trace, keys: set[str]) -> None:
         """Fail fast on a request no worker can ever meet (distributed would wait forever)."""
