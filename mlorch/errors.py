@@ -141,7 +141,8 @@ class RemoteTaskError(MlorchError, RuntimeError):
         return self.type_name.rsplit(".", 1)[-1]
 
     def __str__(self) -> str:
-        return f"{self.name}: {self.message} (class {self.type_name} cannot be imported in this process)"
+        text = f"{self.name}: {self.message} (class {self.type_name} cannot be imported in this process)"
+        return f"{text}\n{self.traceback.rstrip()}" if self.traceback else text
 
 
 def _ship(exc: BaseException | None) -> tuple[Any, ...] | None:
@@ -183,7 +184,11 @@ def _rebuild_failure(
     shipped: tuple[Any, ...] | None,
     traceback: str | None,
 ) -> TaskFailedError:
-    return cls(task, attempts, message, _rebuild_cause(shipped, traceback), traceback)
+    cause = _rebuild_cause(shipped, traceback)
+    if cause is not None and traceback and cause.__traceback__ is None and not isinstance(cause, RemoteTaskError):
+        # Its frames stayed on the worker: show their text where Python prints the exception.
+        cause.add_note(f"(raised in task '{task}' on a worker)\n{traceback.rstrip()}")
+    return cls(task, attempts, message, cause, traceback)
 
 
 def _rebuild_cause(shipped: tuple[Any, ...] | None, traceback: str | None) -> BaseException | None:

@@ -25,25 +25,45 @@ from mlorch.errors import SerializationError, TaskFailedError, TaskTimeoutError
 if TYPE_CHECKING:
     from mlorch.core.task import Task
 
-__all__ = ["TaskCall", "execute", "add_task_finalizer", "add_task_starter", "backoff_delay", "pickle_problem"]
+__all__ = [
+    "TaskCall",
+    "execute",
+    "add_argument_observer",
+    "add_task_finalizer",
+    "backoff_delay",
+    "observe_arguments",
+    "pickle_problem",
+]
 
 # Callbacks run after every attempt-series, e.g. tracking flushes its metric buffer.
 _finalizers: list[Callable[[TaskContext, BaseException | None], None]] = []
-# Callbacks run before the first attempt with the call's arguments, e.g. tracking
-# remembers secret-named arguments so the worker's logs can scrub them.
-_starters: list[Callable[[Task[..., Any], tuple[Any, ...], dict[str, Any]], None]] = []
-
-
-def add_task_starter(fn: Callable[[Task[..., Any], tuple[Any, ...], dict[str, Any]], None]) -> None:
-    """Register ``fn(task, args, kwargs)`` to run in the worker thread before a task call starts."""
-    if fn not in _starters:
-        _starters.append(fn)
+# Callbacks that see a task call's arguments: when it is traced (in the driver) and again
+# where it runs, before its first attempt. Tracking uses this to remember secret-named
+# arguments in both processes, so either one's logs can be scrubbed.
+_argument_observers: list[Callable[[Task[..., Any], tuple[Any, ...], Mapping[str, Any]], None]] = []
 
 
 def add_task_finalizer(fn: Callable[[TaskContext, BaseException | None], None]) -> None:
     """Register ``fn(ctx, error)`` to run in the worker thread when a task call ends."""
     if fn not in _finalizers:
         _finalizers.append(fn)
+
+
+def add_argument_observer(fn: Callable[[Task[..., Any], tuple[Any, ...], Mapping[str, Any]], None]) -> None:
+    """Register ``fn(task, args, kwargs)``, called when a task call is traced and before it runs."""
+    if fn not in _argument_observers:
+        _argument_observers.append(fn)
+
+
+def observe_arguments(task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """Show a call's arguments to every observer; an observer's failure never fails the task."""
+    for fn in _argument_observers:
+        try:
+            fn(task, args, kwargs)
+        except Exception:
+            import logging
+
+            logging.getLogger("mlorch.runtime").exception("argument observer %r failed", fn)
 
 
 @dataclass(frozen=True)
@@ -77,13 +97,7 @@ def execute(call: TaskCall, *args: Any, **kwargs: Any) -> Any:
         if value is not MISSING:
             return value
     gpu_ids = gpu_ids_from_env() if task.resources.get("GPU") else ()
-    for start in _starters:
-        try:
-            start(task, args, kwargs)
-        except Exception:  # a helper's failure must not fail the task
-            import logging
-
-            logging.getLogger("mlorch.runtime").exception("task starter %r failed", start)
+    observe_arguments(task, args, kwargs)
     attempt = 0
     while True:
         attempt += 1

@@ -32,7 +32,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.sizeof import sizeof
 
-from mlorch.core.runtime import TaskCall, execute, pickle_problem
+from mlorch.core.runtime import TaskCall, execute, observe_arguments, pickle_problem
 from mlorch.errors import FlowDefinitionError, SerializationError, TaskArgumentError
 
 if TYPE_CHECKING:
@@ -138,6 +138,7 @@ class Trace:
             raise TaskArgumentError(
                 f"task '{task.name}{_plain(task.signature)}' cannot be called with {_describe_call(args, kwargs)}: {exc}"
             ) from None
+        observe_arguments(task, args, kwargs)
         deps: set[str] = set()
         spec_args = [self._spec(a, deps, task.name, i) for i, a in enumerate(args)]
         spec_kwargs = {k: self._spec(v, deps, task.name, k) for k, v in kwargs.items()}

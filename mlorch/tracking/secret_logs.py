@@ -1,0 +1,113 @@
+"""Secrets never leave in logs: not the driver's, not the workers', not distributed's.
+
+A line can only be scrubbed in the process that writes it, and only of texts that
+process knows to be secret. Workers learn them three ways:
+
+- a ``mo.Secret`` remembers its text wherever it is unpickled;
+- a task's arguments with secret names (``api_key=...``) are remembered when the call is
+  traced (driver) and again before it runs (worker), through the core's argument observers;
+- a flow's secret parameters, which may reach a task under an ordinary name, are sent to
+  every worker (present and future) in a worker plugin when a run starts, only when the
+  driver's set of secrets has grown.
+
+In each process a :class:`ScrubFilter` sits on every handler of the root, ``mlorch`` and
+``distributed`` loggers (records propagated from any logger pass through them) and on
+the ``distributed.worker`` logger (its ``Compute Failed`` line quotes the task's error).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from distributed import Client, WorkerPlugin
+
+from mlorch.tracking.params import flatten
+from mlorch.tracking.secrets import is_secret_name, known, mask, remember, scrub_handlers, scrub_logs
+
+if TYPE_CHECKING:
+    from mlorch.core.task import Task
+    from mlorch.execution.runner import FlowRun
+
+__all__ = ["SecretsHook", "ShareSecrets", "install_scrubbers", "remember_arguments"]
+
+HANDLER_LOGGERS = ("", "mlorch", "distributed")
+RECORD_LOGGERS = ("mlorch.worker", "distributed.worker")
+
+
+def install_scrubbers() -> None:
+    """Scrub this process's log output (idempotent; handlers added later need another call)."""
+    scrub_logs(*RECORD_LOGGERS)
+    scrub_handlers(*HANDLER_LOGGERS)
+
+
+# Task -> the names of its parameters that are secret (computed once per task).
+_secret_params: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def remember_arguments(task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """Argument observer: remember the secret-named arguments of one task call in this process."""
+    names = _secret_params.get(task)
+    if names is None:
+        names = frozenset(n for n in task.signature.parameters if is_secret_name(n))
+        _secret_params[task] = names
+    nested = any(isinstance(v, Mapping) for v in args) or any(isinstance(v, Mapping) for v in kwargs.values())
+    extra = any(k not in task.signature.parameters for k in kwargs)  # a **kwargs catch-all
+    if not names and not nested and not extra:
+        return  # the common case: nothing to look at
+    try:
+        bound = task.signature.bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        return
+    values = dict(bound)
+    for name, value in bound.items():  # **kwargs: its own names count
+        if task.signature.parameters[name].kind is task.signature.parameters[name].VAR_KEYWORD and isinstance(value, Mapping):
+            values.pop(name)
+            values.update(value)
+    for name, value in flatten(values).items():
+        mask(name, value)  # remembers the text when the name (or the value) is secret
+    install_scrubbers()
+
+
+class ShareSecrets(WorkerPlugin):
+    """Hands the driver's secret texts to a worker so its own log lines can be scrubbed."""
+
+    name = "mlorch-secrets"
+
+    def __init__(self, texts: tuple[str, ...]):
+        self.texts = texts
+
+    def setup(self, worker: Any) -> None:
+        for text in self.texts:
+            remember(text, 1)
+        install_scrubbers()
+
+
+# Client -> how many secret texts its workers were given (the set only grows).
+_shared: weakref.WeakKeyDictionary[Client, int] = weakref.WeakKeyDictionary()
+
+
+def share(client: Client) -> None:
+    """Send this process's secret texts to the workers of ``client`` if they have not got them all."""
+    texts = known()
+    if not texts or _shared.get(client) == len(texts):
+        return
+    client.register_plugin(ShareSecrets(texts), name=ShareSecrets.name)
+    _shared[client] = len(texts)
+
+
+class SecretsHook:
+    """Run hook: a flow's secret parameters are remembered here and on the workers before tasks run.
+
+    It runs whether or not MLflow tracking is on: logs need scrubbing either way.
+    """
+
+    def on_run_start(self, run: FlowRun) -> None:
+        for name, value in flatten(run.params).items():
+            mask(name, value)
+        install_scrubbers()
+        share(run.cluster.client)
+
+    def on_run_end(self, run: FlowRun, result: Any, error: BaseException | None) -> None:
+        pass
