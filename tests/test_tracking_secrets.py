@@ -111,3 +111,17 @@ def test_secrets_never_reach_the_console_of_driver_or_workers(tmp_path, tracking
     assert "flow by_secret failed" in output and "in connect" in output  # the driver's log.exception, worker frames
     for secret in (ss.API_KEY, ss.PASSWORD, ss.DB_URL, "Pa55w0rd"):
         assert secret not in output
+
+
+def test_secret_arguments_are_noted_by_name_inside_config_dicts_and_extra_kwargs():
+    from mlorch.tracking.secret_logs import remember_arguments
+    from mlorch.tracking.secrets import scrub
+
+    @mo.task
+    def use(cfg: dict, api_token: str, n: int = 1, **extra: str) -> None:
+        pass
+
+    remember_arguments(use, ({"db": {"password": "pw-in-config-1"}}, "tok-positional-99"), {"client_secret": "cs-extra-kwarg-7"})
+    assert scrub("pw-in-config-1 / tok-positional-99 / cs-extra-kwarg-7") == "*** / *** / ***"
+    remember_arguments(use, ({"user": "ordinary-user-name"}, None), {"n": 123456789})
+    assert scrub("ordinary-user-name 123456789") == "ordinary-user-name 123456789"

@@ -42,32 +42,49 @@ def install_scrubbers() -> None:
     scrub_handlers(*HANDLER_LOGGERS)
 
 
-# Task -> the names of its parameters that are secret (computed once per task).
-_secret_params: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
+# Task -> (its positional parameter names, the secret ones among all, whether it takes **kwargs).
+_shapes: weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], frozenset[str], bool]] = weakref.WeakKeyDictionary()
+
+
+def _shape(task: Task[..., Any]) -> tuple[tuple[str, ...], frozenset[str], bool]:
+    shape = _shapes.get(task)
+    if shape is None:
+        params = task.signature.parameters.values()
+        positional = tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+        secret = frozenset(p.name for p in params if is_secret_name(p.name))
+        shape = (positional, secret, any(p.kind is p.VAR_KEYWORD for p in params))
+        _shapes[task] = shape
+    return shape
 
 
 def remember_arguments(task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """Argument observer: remember the secret-named arguments of one task call in this process."""
-    names = _secret_params.get(task)
-    if names is None:
-        names = frozenset(n for n in task.signature.parameters if is_secret_name(n))
-        _secret_params[task] = names
-    nested = any(isinstance(v, Mapping) for v in args) or any(isinstance(v, Mapping) for v in kwargs.values())
-    extra = any(k not in task.signature.parameters for k in kwargs)  # a **kwargs catch-all
-    if not names and not nested and not extra:
-        return  # the common case: nothing to look at
-    try:
-        bound = task.signature.bind_partial(*args, **kwargs).arguments
-    except TypeError:
-        return
-    values = dict(bound)
-    for name, value in bound.items():  # **kwargs: its own names count
-        if task.signature.parameters[name].kind is task.signature.parameters[name].VAR_KEYWORD and isinstance(value, Mapping):
-            values.pop(name)
-            values.update(value)
-    for name, value in flatten(values).items():
-        mask(name, value)  # remembers the text when the name (or the value) is secret
-    install_scrubbers()
+    """Argument observer: remember the secret-named arguments of one task call in this process.
+
+    On the tracing hot path: a call with no secret-named parameter and no dict argument
+    costs a lookup and a loop over its arguments.
+    """
+    positional, secret, var_keyword = _shape(task)
+    found = False
+    for i, value in enumerate(args):
+        found |= _observe(positional[i] if i < len(positional) else None, value, secret)
+    for name, value in kwargs.items():
+        found |= _observe(name, value, secret, var_keyword and name not in task.signature.parameters)
+    if found:  # the process now knows a secret: make sure its handlers scrub
+        install_scrubbers()
+
+
+def _observe(name: str | None, value: Any, secret: frozenset[str], extra: bool = False) -> bool:
+    if name is not None and (name in secret or (extra and is_secret_name(name))):
+        mask(name, value)
+        return True
+    if type(value) is dict:  # a config dict: its own keys may be secret ("db.password")
+        found = False
+        for key, item in flatten(value).items():
+            if is_secret_name(key):
+                mask(key, item)
+                found = True
+        return found
+    return False
 
 
 class ShareSecrets(WorkerPlugin):

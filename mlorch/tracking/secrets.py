@@ -11,6 +11,7 @@ artifact, the command line) where it might leak by accident.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import logging
 import os
@@ -92,8 +93,13 @@ def secret_patterns() -> tuple[str, ...]:
         return _patterns
     env = os.environ.get("MLORCH_SECRET_PATTERNS")
     if env:
-        return tuple(p.strip().lower() for p in env.split(",") if p.strip())
+        return _parse_patterns(env)
     return DEFAULT_PATTERNS
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_patterns(env: str) -> tuple[str, ...]:
+    return tuple(p.strip().lower() for p in env.split(",") if p.strip())
 
 
 def set_secret_patterns(patterns: Iterable[str] | None) -> None:
@@ -104,9 +110,14 @@ def set_secret_patterns(patterns: Iterable[str] | None) -> None:
 
 def is_secret_name(name: str) -> bool:
     """True when any part of a dotted name matches a secret pattern."""
+    return _matches(name, secret_patterns())
+
+
+@functools.lru_cache(maxsize=4096)  # tracing asks about every key of every config dict a task gets
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     lowered = name.lower()
     candidates = [lowered, *lowered.split(".")]
-    return any(fnmatch.fnmatchcase(c, p) for p in secret_patterns() for c in candidates)
+    return any(fnmatch.fnmatchcase(c, p) for p in patterns for c in candidates)
 
 
 def remember(value: Any, min_length: int = 4) -> None:
