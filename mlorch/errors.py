@@ -61,7 +61,7 @@ class TaskArgumentError(FlowDefinitionError):
 
 
 class SerializationError(FlowDefinitionError):
-    """An argument cannot be pickled, so it cannot be sent to a worker."""
+    """An argument (or a task's result) cannot be pickled, so it cannot travel between processes."""
 
 
 class FlowCycleError(FlowDefinitionError):
