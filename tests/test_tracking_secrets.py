@@ -85,7 +85,8 @@ def test_secrets_never_reach_the_console_of_driver_or_workers(tmp_path, tracking
     """End to end: a driver script and its LocalCluster's worker processes (which print to the
     driver's stderr). Task logs, distributed's ``Compute Failed`` line and the driver's own
     ``log.exception`` show ``***`` for a flow parameter masked by name (reaching a task under an
-    ordinary name), a literal for a secret-named task parameter, and a ``mo.Secret``."""
+    ordinary name), a literal for a secret-named task parameter, a ``mo.Secret``, and a
+    ``mo.Secret`` made inside a task from the worker's environment."""
     import os
     import subprocess
 
@@ -94,6 +95,7 @@ def test_secrets_never_reach_the_console_of_driver_or_workers(tmp_path, tracking
     root = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(PYTHONPATH=str(root), MLORCH_TRACKING=tracking, MLORCH_HOME=str(tmp_path / "project"))
+    env["WORKER_ONLY_TOKEN"] = worker_only = "wtok-5e6f7a8b9c0d"  # read by a task, wrapped in mo.Secret there
     proc = subprocess.run(
         [sys.executable, str(root / "tests" / "resources" / "secret_script.py")],
         cwd=tmp_path,
@@ -104,12 +106,13 @@ def test_secrets_never_reach_the_console_of_driver_or_workers(tmp_path, tracking
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "done" in proc.stdout, output[-3000:]
-    assert output.count("Compute Failed") == 3  # the worker's report of each failure was printed
+    assert output.count("Compute Failed") == 4  # the worker's report of each failure was printed
     for line in ("[call_service] calling the service with ***", "[login] logging in with ***", "[connect] cannot reach ***"):
         assert line in output  # task logs forwarded, scrubbed
     assert "auth failed for key ***" in output and "wrong password '***'" in output and "refused: ***" in output
     assert "flow by_secret failed" in output and "in connect" in output  # the driver's log.exception, worker frames
-    for secret in (ss.API_KEY, ss.PASSWORD, ss.DB_URL, "Pa55w0rd"):
+    assert "[from_env] got token ***" in output and "token *** expired" in output
+    for secret in (ss.API_KEY, ss.PASSWORD, ss.DB_URL, "Pa55w0rd", worker_only):
         assert secret not in output
 
 

@@ -49,6 +49,48 @@ def add_task_finalizer(fn: Callable[[TaskContext, BaseException | None], None]) 
         _finalizers.append(fn)
 
 
+# Text filters for a task's error before it leaves the worker (tracking masks secrets the
+# worker knows, which the caller may not: a token read from the worker's environment).
+_error_redactors: list[Callable[[str], str]] = []
+
+
+def add_error_redactor(fn: Callable[[str], str]) -> None:
+    """Register ``fn(text) -> text``, applied to a remote task's error before it is sent to the caller."""
+    if fn not in _error_redactors:
+        _error_redactors.append(fn)
+
+
+def _redact(text: str | None) -> str | None:
+    if text is None:
+        return None
+    for fn in _error_redactors:
+        text = fn(text)
+    return text
+
+
+def _redact_error(error: BaseException) -> BaseException:
+    """``error`` with its string ``args`` (and string attributes) redacted, in place.
+
+    The object lives on the worker and only its pickled copy leaves, so changing it here is
+    what keeps a secret it quotes from ever reaching the caller. Nested causes are left as
+    they are (the traceback text that describes them is redacted).
+    """
+    if not _error_redactors:
+        return error
+    try:
+        args = tuple(_redact(a) if isinstance(a, str) else a for a in error.args)
+        if args != error.args:
+            error.args = args
+        for name, value in list(vars(error).items()):
+            if isinstance(value, str):
+                clean = _redact(value)
+                if clean != value:
+                    setattr(error, name, clean)
+    except Exception:  # an exception type that refuses new attributes: its text is redacted below
+        pass
+    return error
+
+
 def add_argument_observer(fn: Callable[[Task[..., Any], tuple[Any, ...], Mapping[str, Any]], None]) -> None:
     """Register ``fn(task, args, kwargs)``, called when a task call is traced and before it runs."""
     if fn not in _argument_observers:
@@ -124,7 +166,11 @@ def execute(call: TaskCall, *args: Any, **kwargs: Any) -> Any:
         retryable = isinstance(error, task.retry_on) and isinstance(error, Exception) and not _control_flow(error)
         if not retryable or attempt > task.retries:
             _finalize(ctx, error)
-            final = _final_error(task.name, attempt, error)
+            final = _final_error(task.name, attempt, _redact_error(error) if call.remote else error)
+            if call.remote:
+                final = type(final)(
+                    final.task, final.attempts, _redact(final.message) or "", final.cause, _redact(final.traceback)
+                )
             # Remote: the cause travels inside ``final`` (see errors.py) and the caller links it
             # back; chaining it here would make distributed pickle it a second time, raw.
             raise final from (None if call.remote else error)

@@ -3,7 +3,8 @@
 A line can only be scrubbed in the process that writes it, and only of texts that
 process knows to be secret. Workers learn them three ways:
 
-- a ``mo.Secret`` remembers its text wherever it is unpickled;
+- a ``mo.Secret`` remembers its text wherever it is made or unpickled (and a process that
+  learns a new secret puts the filter on its console handlers at once);
 - a task's arguments with secret names (``api_key=...``) are remembered when the call is
   traced (driver) and again before it runs (worker), through the core's argument observers;
 - a flow's secret parameters, which may reach a task under an ordinary name, are sent to
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from distributed import Client, WorkerPlugin
 
 from mlorch.tracking.params import flatten
-from mlorch.tracking.secrets import is_secret_name, known, mask, remember, scrub_handlers, scrub_logs
+from mlorch.tracking.secrets import HANDLER_LOGGERS, is_secret_name, known, mask, remember, scrub_handlers, scrub_logs
 
 if TYPE_CHECKING:
     from mlorch.core.task import Task
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SecretsHook", "ShareSecrets", "install_scrubbers", "remember_arguments"]
 
-HANDLER_LOGGERS = ("", "mlorch", "distributed")
 RECORD_LOGGERS = ("mlorch.worker", "distributed.worker")
 
 

@@ -37,6 +37,9 @@ __all__ = [
 MASK = "***"
 DEFAULT_PATTERNS = ("*password*", "*passwd*", "*token*", "*key*", "*secret*", "*credential*")
 
+# Loggers whose handlers get a ScrubFilter: the root, mlorch's console, distributed's stderr.
+HANDLER_LOGGERS = ("", "mlorch", "distributed")
+
 _patterns: tuple[str, ...] | None = None
 _known: set[str] = set()  # plain texts seen, to scrub from free text
 _lock = threading.Lock()
@@ -134,7 +137,10 @@ def remember(value: Any, min_length: int = 4) -> None:
             escaped = repr(escaped)[1:-1]
             forms.add(escaped)
         with _lock:
+            new = not forms <= _known
             _known.update(forms)
+        if new:  # this process now has something to hide: make sure its console handlers scrub
+            scrub_handlers(*HANDLER_LOGGERS)
 
 
 def known() -> tuple[str, ...]:

@@ -7,6 +7,7 @@ the driver's stderr) and looks for the plain values.
 from __future__ import annotations
 
 import logging
+import os
 
 import mlorch as mo
 
@@ -34,6 +35,18 @@ def connect(db: mo.Secret) -> int:
     raise ConnectionError(f"refused: {db.get()}")
 
 
+@mo.task
+def from_env() -> int:  # a secret only the worker ever sees
+    token = mo.Secret(os.environ["WORKER_ONLY_TOKEN"])
+    log.warning("got token %s", token.get())
+    raise RuntimeError(f"token {token.get()} expired")
+
+
+@mo.flow
+def worker_only() -> int:
+    return from_env()
+
+
 @mo.flow
 def by_flow_name(api_key: str) -> int:
     return call_service(api_key)
@@ -52,7 +65,7 @@ def by_secret(db: mo.Secret) -> int:
 if __name__ == "__main__":
     logging.basicConfig(format="driver-log %(levelname)s %(message)s")  # the user's own console logging
     with mo.cluster(n_workers=2, gpus=0, dashboard_address=None):
-        for flow, args in ((by_flow_name, (API_KEY,)), (by_task_name, ()), (by_secret, (mo.Secret(DB_URL),))):
+        for flow, args in ((by_flow_name, (API_KEY,)), (by_task_name, ()), (by_secret, (mo.Secret(DB_URL),)), (worker_only, ())):
             try:
                 flow(*args)
             except mo.TaskFailedError:
