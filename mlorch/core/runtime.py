@@ -29,6 +29,7 @@ __all__ = [
     "TaskCall",
     "execute",
     "add_argument_observer",
+    "add_error_redactor",
     "add_task_finalizer",
     "backoff_delay",
     "observe_arguments",
@@ -166,11 +167,7 @@ def execute(call: TaskCall, *args: Any, **kwargs: Any) -> Any:
         retryable = isinstance(error, task.retry_on) and isinstance(error, Exception) and not _control_flow(error)
         if not retryable or attempt > task.retries:
             _finalize(ctx, error)
-            final = _final_error(task.name, attempt, _redact_error(error) if call.remote else error)
-            if call.remote:
-                final = type(final)(
-                    final.task, final.attempts, _redact(final.message) or "", final.cause, _redact(final.traceback)
-                )
+            final = _final_error(task.name, attempt, error, remote=call.remote)
             # Remote: the cause travels inside ``final`` (see errors.py) and the caller links it
             # back; chaining it here would make distributed pickle it a second time, raw.
             raise final from (None if call.remote else error)
@@ -192,15 +189,20 @@ def _finalize(ctx: TaskContext, error: BaseException | None) -> None:
             logging.getLogger("mlorch.runtime").exception("task finalizer %r failed", fn)
 
 
-def _final_error(name: str, attempts: int, error: BaseException) -> TaskFailedError:
+def _final_error(name: str, attempts: int, error: BaseException, remote: bool = False) -> TaskFailedError:
+    """The error a task's caller gets; ``remote``: with the secrets this process knows masked."""
+    if remote:
+        error = _redact_error(error)
+    clean: Callable[[str], str] = (lambda text: _redact(text) or "") if remote else (lambda text: text)
     tries = f"{attempts} attempt" + ("s" if attempts != 1 else "")
-    text = "".join(traceback.format_exception(error))
+    text = clean("".join(traceback.format_exception(error)))
     if isinstance(error, _AttemptTimeout):
-        return TaskTimeoutError(name, attempts, f"task '{name}' timed out after {error.seconds:g} s ({tries})", error, text)
+        message = f"task '{name}' timed out after {error.seconds:g} s ({tries})"
+        return TaskTimeoutError(name, attempts, clean(message), error, text)
     if isinstance(error, TaskFailedError):  # a nested flow's task already named itself
-        return TaskFailedError(name, attempts, f"task '{name}' failed after {tries}: {error}", error, text)
+        return TaskFailedError(name, attempts, clean(f"task '{name}' failed after {tries}: {error}"), error, text)
     message = f"task '{name}' failed after {tries}: {type(error).__name__}: {error}"
-    return TaskFailedError(name, attempts, message, error, text)
+    return TaskFailedError(name, attempts, clean(message), error, text)
 
 
 def pickle_problem(value: Any) -> Exception | None:
