@@ -78,3 +78,13 @@ def test_tracking_uri_flag_records_the_run_in_that_store(tmp_path, cluster_yaml)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].data.params["epochs"] == "2"
     assert not (tmp_path / "project" / "mlflow.db").exists()  # nothing went to the default store
+
+
+def test_a_failed_task_is_one_line_without_the_secret_it_quotes(tmp_path, cluster_yaml):
+    secret = "sk-cli-0a1b2c3d4e5f"
+    out = _mlorch(
+        tmp_path, "run", "tests/resources/secret_script.py:by_flow_name", "--set", f"api_key={secret}", "--cluster", cluster_yaml
+    )
+    assert out.returncode == 2
+    assert "mlorch: error: task 'call_service' failed after 1 attempt: ValueError: auth failed for key ***" in out.stderr
+    assert secret not in out.stdout + out.stderr

@@ -89,3 +89,46 @@ def test_results_hidden_in_other_containers_are_refused_clearly():
 
     with pytest.raises(mo.FlowDefinitionError, match="argument 0 is a OrderedDict holding task results"):
         bad.graph()
+
+
+@mo.task
+def make_lock() -> object:
+    return threading.Lock()
+
+
+@mo.flow
+def returns_lock() -> object:
+    return make_lock()
+
+
+def test_an_unpicklable_result_names_the_task_and_its_type(cluster):
+    with pytest.raises(mo.SerializationError, match=r"task 'make_lock' returned a lock, which cannot be pickled"):
+        returns_lock()
+
+
+def test_task_errors_from_the_users_script_keep_their_class(tmp_path):
+    """``python script.py``: classes of the script's ``__main__`` come back as themselves."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "MLORCH_TRACKING": "off", "MLORCH_HOME": str(tmp_path)}
+    script = root / "tests" / "resources" / "error_script.py"
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = {r["case"]: r for r in map(json.loads, proc.stdout.splitlines())}
+
+    mine = got["mine"]  # a plain class of the script: the caller's own class, chained, with the worker's traceback
+    assert mine["error"] == "TaskFailedError" and mine["is_my_error"] and mine["cause_str"] == "bad input 3"
+    assert mine["chained"] and "in raise_mine" in mine["traceback"] and "MyError: bad input 3" in mine["traceback"]
+
+    pair = got["pair"]  # its __init__ cannot take its own args back: rebuilt by name in the caller
+    assert pair["is_pair_error"] and pair["cause_str"] == "left/right"
+
+    ghost = got["unimportable"]  # neither picklable nor importable here: a stand-in keeping name and message
+    assert ghost["cause_class"] == "mlorch.errors.RemoteTaskError"
+    assert ghost["type_name"] == "no_such_module_xyz.GhostError"
+    assert ghost["cause_str"].startswith("GhostError: boo") and "in raise_unimportable" in ghost["traceback"]

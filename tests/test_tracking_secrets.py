@@ -78,3 +78,53 @@ def test_secret_patterns_are_configurable():
     secret = mo.Secret("value-1234")
     assert str(secret) == "***" and repr(secret) == "Secret('***')" and f"{secret}" == "***"
     assert secret.get() == "value-1234"
+
+
+@pytest.mark.parametrize("tracking", ["off", "on"])
+def test_secrets_never_reach_the_console_of_driver_or_workers(tmp_path, tracking):
+    """End to end: a driver script and its LocalCluster's worker processes (which print to the
+    driver's stderr). Task logs, distributed's ``Compute Failed`` line and the driver's own
+    ``log.exception`` show ``***`` for a flow parameter masked by name (reaching a task under an
+    ordinary name), a literal for a secret-named task parameter, a ``mo.Secret``, and a
+    ``mo.Secret`` made inside a task from the worker's environment."""
+    import os
+    import subprocess
+
+    from tests.resources import secret_script as ss
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(PYTHONPATH=str(root), MLORCH_TRACKING=tracking, MLORCH_HOME=str(tmp_path / "project"))
+    env["WORKER_ONLY_TOKEN"] = worker_only = "wtok-5e6f7a8b9c0d"  # read by a task, wrapped in mo.Secret there
+    proc = subprocess.run(
+        [sys.executable, str(root / "tests" / "resources" / "secret_script.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "done" in proc.stdout, output[-3000:]
+    assert output.count("Compute Failed") == 4  # the worker's report of each failure was printed
+    for line in ("[call_service] calling the service with ***", "[login] logging in with ***", "[connect] cannot reach ***"):
+        assert line in output  # task logs forwarded, scrubbed
+    assert "auth failed for key ***" in output and "wrong password '***'" in output and "refused: ***" in output
+    assert "flow by_secret failed" in output and "in connect" in output  # the driver's log.exception, worker frames
+    assert "[from_env] got token ***" in output and "token *** expired" in output
+    for secret in (ss.API_KEY, ss.PASSWORD, ss.DB_URL, "Pa55w0rd", worker_only):
+        assert secret not in output
+
+
+def test_secret_arguments_are_noted_by_name_inside_config_dicts_and_extra_kwargs():
+    from mlorch.tracking.secret_logs import remember_arguments
+    from mlorch.tracking.secrets import scrub
+
+    @mo.task
+    def use(cfg: dict, api_token: str, n: int = 1, **extra: str) -> None:
+        pass
+
+    remember_arguments(use, ({"db": {"password": "pw-in-config-1"}}, "tok-positional-99"), {"client_secret": "cs-extra-kwarg-7"})
+    assert scrub("pw-in-config-1 / tok-positional-99 / cs-extra-kwarg-7") == "*** / *** / ***"
+    remember_arguments(use, ({"user": "ordinary-user-name"}, None), {"n": 123456789})
+    assert scrub("ordinary-user-name 123456789") == "ordinary-user-name 123456789"

@@ -217,3 +217,27 @@ def test_no_server_is_left_listening_when_mlorch_ui_dies(tmp_path, how):
                 os.killpg(server.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_mlorch_ui_listens_on_loopback_only(tmp_path):
+    """Secure default: with no ``--host``, neither ``mlorch ui`` nor its server and workers accept
+    connections from another machine (no 0.0.0.0 / :: socket)."""
+    import psutil
+
+    proc, url = _start_ui(tmp_path / "project")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        processes = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        listening = []
+        for process in processes:
+            try:
+                listening += [c.laddr for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+            except psutil.NoSuchProcess:  # a short-lived helper
+                pass
+        assert port in {a.port for a in listening}  # the server's socket was seen
+        assert [a for a in listening if a.ip not in ("127.0.0.1", "::1")] == []
+    finally:
+        _stop_ui(proc)
+    assert proc.returncode == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "/health", timeout=5)

@@ -46,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(command.main(args) or 0)
     except MlorchError as exc:
-        print(f"mlorch: error: {exc}", file=sys.stderr)
+        from mlorch.tracking.secrets import scrub
+
+        print(f"mlorch: error: {scrub(str(exc))}", file=sys.stderr)  # a task's error may quote a secret
         return 2
     except Terminated:
         print("mlorch: terminated", file=sys.stderr)

@@ -9,6 +9,11 @@ backend already holds are not recomputed, so the graph "continues from there".
 
 Nodes are grouped into HighLevelGraph layers by their resource annotations, because
 distributed reads restrictions from layer annotations.
+
+An argument of ``LARGE_ARGUMENT_BYTES`` or more (an array, a long bytes string) becomes
+a data node of its own, keyed by its content, that the tasks using it depend on: it is
+in the graph once however many tasks take it, and a distributed backend scatters it
+once instead of shipping a copy inside every task.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import operator
-import pickle
 from collections.abc import Iterator, Mapping
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
@@ -25,16 +29,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.sizeof import sizeof
 
 from mlorch.core import dask_private as ts
-from mlorch.core.runtime import TaskCall, execute
+from mlorch.core.runtime import TaskCall, execute, observe_arguments, pickle_problem
 from mlorch.errors import FlowDefinitionError, SerializationError, TaskArgumentError
 
 if TYPE_CHECKING:
     from mlorch.core.flow import Flow
     from mlorch.core.task import Task
 
-__all__ = ["Backend", "FlowGraph", "Ref", "Trace", "current_trace"]
+__all__ = ["LARGE_ARGUMENT_BYTES", "Backend", "FlowGraph", "Ref", "Trace", "current_trace"]
+
+# From this size (dask.sizeof) an argument is a graph node of its own, sent once.
+LARGE_ARGUMENT_BYTES = 1 << 20
 
 _trace: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("mlorch_trace", default=None)
 
@@ -107,12 +115,20 @@ class Trace:
     run: Mapping[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
     check_pickle: bool = True
-    nodes: dict[str, ts.Task] = field(default_factory=dict)
+    remote: bool = False  # tasks run in other processes (see TaskCall.remote); default: the backend's ``remote``
+    nodes: dict[str, ts.GraphNode] = field(default_factory=dict)
+    data_keys: set[str] = field(default_factory=set)  # large arguments, one node each
+    # dask tokens of large arguments by id (the value kept alive with it): hashing 100 MB
+    # once for its node and once more for every task key that covers it would dominate tracing
+    tokens: dict[int, tuple[Any, str]] = field(default_factory=dict)
     deps: dict[str, frozenset[str]] = field(default_factory=dict)
     resources: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
     has_dependents: set[str] = field(default_factory=set)
     flow_stack: list[Flow[..., Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.remote = self.remote or bool(getattr(self.backend, "remote", False))
 
     # -- building -----------------------------------------------------------------
     def add(self, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Ref:
@@ -122,12 +138,13 @@ class Trace:
             raise TaskArgumentError(
                 f"task '{task.name}{_plain(task.signature)}' cannot be called with {_describe_call(args, kwargs)}: {exc}"
             ) from None
+        observe_arguments(task, args, kwargs)
         deps: set[str] = set()
         spec_args = [self._spec(a, deps, task.name, i) for i, a in enumerate(args)]
         spec_kwargs = {k: self._spec(v, deps, task.name, k) for k, v in kwargs.items()}
-        key = f"{task.name}-{_digest(task.token, args, kwargs)}"
+        key = f"{task.name}-{_digest(task.token, args, kwargs, self.tokens)}"
         if key not in self.nodes:
-            call = TaskCall(task, key, self.run, self.cache_dir)
+            call = TaskCall(task, key, self.run, self.cache_dir, self.remote)
             self.nodes[key] = ts.Task(key, execute, call, *spec_args, **spec_kwargs)
             self._link(key, deps, task.name, tuple(sorted(task.resources.items())))
         return Ref(key, task.name, self)
@@ -136,7 +153,7 @@ class Trace:
         """A light helper node (getitem, len) that is not a user task."""
         deps: set[str] = set()
         spec_args = [self._spec(a, deps, name, i) for i, a in enumerate(args)]
-        key = f"{name}-{_digest(name, args, {})}"
+        key = f"{name}-{_digest(name, args, {}, self.tokens)}"
         if key not in self.nodes:
             self.nodes[key] = ts.Task(key, fn, *spec_args)
             self._link(key, deps, name, ())
@@ -151,6 +168,8 @@ class Trace:
     def _spec(self, value: Any, deps: set[str], task: str, where: Any, nested: bool = False) -> Any:
         """Turn Refs inside ``value`` into graph references, checking the rest can travel."""
         if isinstance(value, _PRIMITIVES):
+            if isinstance(value, (bytes, str)) and len(value) >= LARGE_ARGUMENT_BYTES:
+                return self._data(value, deps, nested)
             return value
         if isinstance(value, Ref):
             if value._trace is not self:
@@ -185,7 +204,19 @@ class Trace:
             )
         if self.check_pickle:
             _check_picklable(value, task, where)
+        if sizeof(value) >= LARGE_ARGUMENT_BYTES:
+            return self._data(value, deps, nested)
         return value
+
+    def _data(self, value: Any, deps: set[str], nested: bool) -> Any:
+        """A large argument as a node of its own, keyed by content, so it travels once."""
+        key = f"argument-{_token(value, self.tokens)}"
+        if key not in self.nodes:
+            self.nodes[key] = ts.DataNode(key, value)
+            self._link(key, set(), "argument", ())
+            self.data_keys.add(key)
+        deps.add(key)
+        return ts.Alias(key) if nested else ts.TaskRef(key)
 
     # -- running ------------------------------------------------------------------
     def values(self, keys: list[str]) -> list[Any]:
@@ -215,7 +246,7 @@ class Trace:
     def graph(self, keys: set[str] | None = None, outputs: list[str] | None = None) -> FlowGraph:
         """The traced nodes (or the subset ``keys``) as a HighLevelGraph with one layer per resource set."""
         selected = self.nodes.keys() if keys is None else keys
-        groups: dict[tuple[tuple[str, float], ...], dict[str, ts.Task]] = {}
+        groups: dict[tuple[tuple[str, float], ...], dict[str, ts.GraphNode]] = {}
         for key in selected:
             groups.setdefault(self.resources[key], {})[key] = self.nodes[key]
         layer_names = {res: ("mlorch-" + tokenize(res)[:8]) for res in groups}
@@ -226,7 +257,8 @@ class Trace:
             name = layer_names[res]
             annotations = {"resources": dict(res)} if res else None
             layers[name] = MaterializedLayer(nodes, annotations=annotations)
-            dependencies[name] = {layer_of[d] for k in nodes for d in self.deps[k] if layer_of[d] != name}
+            # a dependency outside ``keys`` is one the backend already holds (a scattered argument)
+            dependencies[name] = {layer_of[d] for k in nodes for d in self.deps[k] if d in layer_of and layer_of[d] != name}
         graph = FlowGraph(layers, dependencies)
         graph.outputs = list(outputs or [])
         return graph
@@ -284,67 +316,73 @@ def substitute(value: Any, results: Mapping[str, Any]) -> Any:
     return value
 
 
-def _digest(identity: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+def _digest(
+    identity: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], tokens: dict[int, tuple[Any, str]] | None = None
+) -> str:
     """A 32-hex digest of a call: ``identity`` plus its arguments, each Ref standing for its key.
 
     Plain values (numbers, strings, containers of them) are written out directly, which is
     several times faster than ``dask.tokenize`` on the per-task hot path; anything else is
-    tokenized by dask (deterministic for numpy, pandas and most picklable objects).
+    tokenized by dask (deterministic for numpy, pandas and most picklable objects), as are
+    strings and bytes of ``LARGE_ARGUMENT_BYTES`` or more; ``tokens`` remembers large values' tokens.
     """
     parts = [identity]
-    _fingerprint(args, parts)
-    _fingerprint(dict(sorted(kwargs.items())), parts)
+    _fingerprint(args, parts, tokens)
+    _fingerprint(dict(sorted(kwargs.items())), parts, tokens)
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
 
 
-def _fingerprint(value: Any, out: list[str]) -> None:
+def _fingerprint(value: Any, out: list[str], tokens: dict[int, tuple[Any, str]] | None = None) -> None:
     kind = type(value)
-    if kind in (int, float, bool, str, bytes, complex) or value is None:
+    if kind in (str, bytes) and len(value) >= LARGE_ARGUMENT_BYTES:
+        out.append("dask:" + _token(value, tokens))
+    elif kind in (int, float, bool, str, bytes, complex) or value is None:
         out.append(f"{kind.__name__}:{value!r}")
     elif kind is Ref:
         out.append("@" + value.key)
     elif kind in (list, tuple) or (isinstance(value, tuple) and hasattr(value, "_fields")):
         out.append(kind.__qualname__ + "[")
         for item in value:
-            _fingerprint(item, out)
+            _fingerprint(item, out, tokens)
         out.append("]")
     elif kind in (set, frozenset):  # iteration order varies between processes
         items = []
         for item in value:
             sub: list[str] = []
-            _fingerprint(item, sub)
+            _fingerprint(item, sub, tokens)
             items.append("\x1f".join(sub))
         out.append("set{" + "\x1e".join(sorted(items)) + "}")
     elif kind is dict:
         out.append("dict{")
         for k, v in value.items():
-            _fingerprint(k, out)
-            _fingerprint(v, out)
+            _fingerprint(k, out, tokens)
+            _fingerprint(v, out, tokens)
         out.append("}")
     else:
-        out.append("dask:" + tokenize(value))
+        out.append("dask:" + _token(value, tokens))
+
+
+def _token(value: Any, tokens: dict[int, tuple[Any, str]] | None) -> str:
+    """``tokenize(value)``, remembered in ``tokens`` for values that large arguments are made of."""
+    if tokens is not None:
+        held = tokens.get(id(value))
+        if held is not None and held[0] is value:
+            return held[1]
+    token = tokenize(value)
+    if tokens is not None and sizeof(value) >= LARGE_ARGUMENT_BYTES:
+        tokens[id(value)] = (value, token)
+    return token
 
 
 def _check_picklable(value: Any, task: str, where: Any) -> None:
-    module = type(value).__module__.split(".")[0]
-    if module in ("numpy", "pandas"):
-        return
-    try:
-        pickle.dumps(value)
-        return
-    except Exception:
-        pass
-    import cloudpickle
-
-    try:
-        cloudpickle.dumps(value)
-    except Exception as exc:
+    problem = pickle_problem(value)
+    if problem is not None:
         label = f"argument {where!r}" if isinstance(where, str) else f"positional argument {where}"
         raise SerializationError(
             f"task '{task}': {label} of type {type(value).__name__} cannot be pickled, so it cannot be "
-            f"sent to a worker ({type(exc).__name__}: {exc}). Pass something picklable (a path, a config "
+            f"sent to a worker ({type(problem).__name__}: {problem}). Pass something picklable (a path, a config "
             "dict) and open the resource inside the task."
-        ) from None
+        )
 
 
 def _plain(signature: Any) -> str:

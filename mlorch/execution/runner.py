@@ -3,7 +3,10 @@
 Intermediate results stay on the workers: the client holds futures (so keys are
 computed once per run and reused by ``.result()`` and later submissions) but only
 gathers the keys a caller asked for. Every key is submitted under its content
-address, so two runs of the same task with the same inputs share one key.
+address, so two runs of the same task with the same inputs share one key. Large
+arguments (the trace's data nodes) are scattered once per run, straight to a worker,
+and tasks depend on their keys, so three tasks using a 100 MB array do not ship it
+three times through the scheduler.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from distributed import Client, Future, as_completed
 from mlorch.core.flow import Flow, set_runner
 from mlorch.core.resources import describe, unmet
 from mlorch.core.trace import Ref, Trace, collect_refs, substitute
-from mlorch.errors import ResourceUnavailableError
+from mlorch.errors import ResourceUnavailableError, TaskFailedError
 from mlorch.execution.cluster import ClusterHandle, WorkerOffer, active_cluster, default_cluster
 from mlorch.log import get_logger
 from mlorch.project import cache_dir as default_cache_dir
@@ -61,6 +64,8 @@ def add_run_hook(factory: Callable[[FlowRun], RunHook | None]) -> None:
 class DistributedBackend:
     """Submits parts of a trace to a Client and keeps their futures for the run."""
 
+    remote = True  # tasks run in worker processes: results must pickle, errors travel by pickle
+
     def __init__(self, client: Client, offers: Callable[[], list[WorkerOffer]] | None = None):
         self.client = client
         self.futures: dict[str, Future] = {}
@@ -79,9 +84,19 @@ class DistributedBackend:
         if missing:
             needed = trace.ancestors(missing)
             self.check_resources(trace, needed)
-            futures = self.client.get(trace.graph(needed), missing, sync=False)
-            self.futures.update(zip(missing, futures))
+            self.scatter_arguments(trace, needed)
+            missing = [k for k in missing if k not in self.futures]
+            if missing:
+                futures = self.client.get(trace.graph(needed - trace.data_keys), missing, sync=False)
+                self.futures.update(zip(missing, futures))
         return [self.futures[k] for k in keys]
+
+    def scatter_arguments(self, trace: Trace, keys: set[str]) -> None:
+        """Send the large arguments among ``keys`` to the cluster once, under their content keys."""
+        wanted = {k: trace.nodes[k] for k in sorted(keys & trace.data_keys) if k not in self.futures}
+        if wanted:
+            values = {k: node.value for k, node in wanted.items()}
+            self.futures.update(self.client.scatter(values, hash=False))
 
     def check_resources(self, trace: Trace, keys: set[str]) -> None:
         """Fail fast on a request no worker can ever meet (distributed would wait forever)."""
@@ -166,6 +181,8 @@ def run_flow(
                 exc = future.exception()
                 key = str(getattr(exc, "task", None) or future.key)  # KilledWorker names the key
                 run.failed_task = trace.names.get(key, key)
+                if isinstance(exc, TaskFailedError) and exc.cause is not None and exc.__cause__ is None:
+                    exc.__cause__ = exc.cause  # the worker could not chain it (see core/runtime.py)
                 future.result()  # raises the task's error here
         values = handle.client.gather(futures[: len(outputs)]) if outputs else []
         result = substitute(value, dict(zip(outputs, values)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mlorch.core.runtime import add_task_finalizer
+from mlorch.core.runtime import add_argument_observer, add_error_redactor, add_task_finalizer
 from mlorch.execution.runner import FlowRun, add_run_hook
 from mlorch.names import RUN_ID_INFO, TRACKING_INFO
 from mlorch.tracking import emit, sink
@@ -29,7 +29,8 @@ from mlorch.tracking.api import (
     set_tag,
 )
 from mlorch.tracking.emit import on_task_end
-from mlorch.tracking.secrets import Secret, scrub_logs, set_secret_patterns
+from mlorch.tracking.secret_logs import SecretsHook, install_scrubbers, remember_arguments
+from mlorch.tracking.secrets import Secret, scrub, set_secret_patterns
 from mlorch.tracking.store import configure
 
 __all__ = [
@@ -69,8 +70,16 @@ def _hook_factory(run: FlowRun) -> Any:
     return TrackingHook(run)
 
 
+def _secrets_hook_factory(run: FlowRun) -> Any:
+    return SecretsHook()
+
+
 add_run_hook(_hook_factory)
+add_run_hook(_secrets_hook_factory)  # on even without tracking: logs are scrubbed either way
 add_task_finalizer(on_task_end)
 emit.deliver_locally_to(lambda msg: sink.deliver(msg, None))
-# Task logs forwarded to the driver, and distributed's report of a failed task on the worker.
-scrub_logs("mlorch.worker", "distributed.worker")
+add_argument_observer(remember_arguments)
+add_error_redactor(scrub)  # a task's error leaves its worker without the secrets the worker knows
+# Every log line this process writes, task logs forwarded to the driver, and distributed's
+# report of a failed task on a worker (see secret_logs.py for how workers learn the secrets).
+install_scrubbers()

@@ -11,6 +11,7 @@ artifact, the command line) where it might leak by accident.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import logging
 import os
@@ -23,9 +24,11 @@ __all__ = [
     "ScrubFilter",
     "Secret",
     "is_secret_name",
+    "known",
     "remember",
     "reveal",
     "scrub",
+    "scrub_handlers",
     "scrub_logs",
     "secret_patterns",
     "set_secret_patterns",
@@ -33,6 +36,9 @@ __all__ = [
 
 MASK = "***"
 DEFAULT_PATTERNS = ("*password*", "*passwd*", "*token*", "*key*", "*secret*", "*credential*")
+
+# Loggers whose handlers get a ScrubFilter: the root, mlorch's console, distributed's stderr.
+HANDLER_LOGGERS = ("", "mlorch", "distributed")
 
 _patterns: tuple[str, ...] | None = None
 _known: set[str] = set()  # plain texts seen, to scrub from free text
@@ -90,8 +96,13 @@ def secret_patterns() -> tuple[str, ...]:
         return _patterns
     env = os.environ.get("MLORCH_SECRET_PATTERNS")
     if env:
-        return tuple(p.strip().lower() for p in env.split(",") if p.strip())
+        return _parse_patterns(env)
     return DEFAULT_PATTERNS
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_patterns(env: str) -> tuple[str, ...]:
+    return tuple(p.strip().lower() for p in env.split(",") if p.strip())
 
 
 def set_secret_patterns(patterns: Iterable[str] | None) -> None:
@@ -102,20 +113,40 @@ def set_secret_patterns(patterns: Iterable[str] | None) -> None:
 
 def is_secret_name(name: str) -> bool:
     """True when any part of a dotted name matches a secret pattern."""
+    return _matches(name, secret_patterns())
+
+
+@functools.lru_cache(maxsize=4096)  # tracing asks about every key of every config dict a task gets
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     lowered = name.lower()
     candidates = [lowered, *lowered.split(".")]
-    return any(fnmatch.fnmatchcase(c, p) for p in secret_patterns() for c in candidates)
+    return any(fnmatch.fnmatchcase(c, p) for p in patterns for c in candidates)
 
 
 def remember(value: Any, min_length: int = 4) -> None:
     """Record a secret's text so :func:`scrub` removes it from free text.
 
     Only strings are remembered, and only from ``min_length`` characters on: scrubbing
-    ``"true"`` or ``"8"`` everywhere would mangle ordinary text.
+    ``"true"`` or ``"8"`` everywhere would mangle ordinary text. Its escaped forms are
+    remembered too, as log lines quote it with ``%r`` (distributed's, twice over).
     """
     if isinstance(value, str) and len(value) >= min_length:
+        forms = {value}
+        escaped = value
+        for _ in range(2):
+            escaped = repr(escaped)[1:-1]
+            forms.add(escaped)
         with _lock:
-            _known.add(value)
+            new = not forms <= _known
+            _known.update(forms)
+        if new:  # this process now has something to hide: make sure its console handlers scrub
+            scrub_handlers(*HANDLER_LOGGERS)
+
+
+def known() -> tuple[str, ...]:
+    """Every remembered secret text of this process (to hand to the workers)."""
+    with _lock:
+        return tuple(sorted(_known))
 
 
 def reveal(value: Any) -> Any:
@@ -150,7 +181,13 @@ def mask(name: str, value: Any) -> Any:
 
 
 class ScrubFilter(logging.Filter):
-    """Masks remembered secrets in log records (e.g. an error message that quotes a token)."""
+    """Masks remembered secrets in log records (e.g. an error message that quotes a token).
+
+    The message, and the traceback of ``log.exception(...)`` (formatted here, once, so the
+    handler prints the scrubbed text).
+    """
+
+    _formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if _known:
@@ -161,12 +198,33 @@ class ScrubFilter(logging.Filter):
             clean = scrub(message)
             if clean != message:
                 record.msg, record.args = clean, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = self._formatter.formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = scrub(record.exc_text)
+            if record.stack_info:
+                record.stack_info = scrub(record.stack_info)
         return True
 
 
 def scrub_logs(*names: str) -> None:
-    """Add a :class:`ScrubFilter` to the named loggers (idempotent)."""
+    """Add a :class:`ScrubFilter` to the named loggers (idempotent).
+
+    A logger's filters see only records logged on that very logger; see
+    :func:`scrub_handlers` for records that propagate to it.
+    """
     for name in names:
         logger = logging.getLogger(name)
         if not any(isinstance(f, ScrubFilter) for f in logger.filters):
             logger.addFilter(ScrubFilter())
+
+
+def scrub_handlers(*names: str) -> None:
+    """Add a :class:`ScrubFilter` to every handler of the named loggers ("" is the root; idempotent).
+
+    A handler's filters see every record it writes, whichever logger it came from.
+    """
+    for name in names:
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, ScrubFilter) for f in handler.filters):
+                handler.addFilter(ScrubFilter())
