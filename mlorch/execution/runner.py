@@ -95,7 +95,7 @@ class DistributedBackend:
         """Send the large arguments among ``keys`` to the cluster once, under their content keys."""
         wanted = {k: trace.nodes[k] for k in sorted(keys & trace.data_keys) if k not in self.futures}
         if wanted:
-            values = {k: node.value for k, node in wanted.items()}
+            values = {k: node.value for k, node in wanted.items()}  # type: ignore[attr-defined]  # DataNode
             self.futures.update(self.client.scatter(values, hash=False))
 
     def check_resources(self, trace: Trace, keys: set[str]) -> None:
