@@ -13,10 +13,12 @@ ERROR_ATTR = "mlorch.error"  # why a trial failed (also an MLflow tag, see ERROR
 INTERRUPTED_ATTR = "mlorch.interrupted"  # closed because a driver stopped under it; not counted
 LOST_ATTR = "mlorch.lost_attempts"  # attempts lost with a batch job, then run again
 RETRY_OF_ATTR = "mlorch.retry_of"  # an enqueued rerun names the trial it repeats
+DUPLICATE_ATTR = "mlorch.duplicate_of"  # a trial with exactly the parameters of an earlier one
 
 # -- run info passed to flow runs and tasks ---------------------------------------------
 RUN_ID_INFO = "mlflow_run_id"
 TRACKING_URI_INFO = "mlflow_tracking_uri"
+KEY_SALT_INFO = "mlorch.key_salt"  # mixed into every task key of the run: nothing is reused from other runs
 
 # -- MLflow tags --------------------------------------------------------------------------
 ERROR_TAG = "mlorch.error"
@@ -36,6 +38,7 @@ HOST_TAG = "mlorch.host"
 HEARTBEAT_TAG = "mlorch.heartbeat"
 TASK_TAG = "mlorch.task"
 TASK_RUN_TAG = "mlorch.run_id"
+DUPLICATE_TAG = "mlorch.duplicate_of"
 STUDY_TAG = "optuna.study_name"
 TRIAL_NUMBER_TAG = "optuna.trial_number"
 TRIAL_ID_TAG = "optuna.trial_id"

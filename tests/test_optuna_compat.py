@@ -230,6 +230,7 @@ QUICK_START = textwrap.dedent(
 
     study = mo.sweep(objective, n_trials=12, cluster={{"n_workers": 2, "dashboard_address": None}}, progress=False)
     print("BEST", study.best_params["x"], len(study.trials))
+    print("PRUNED", len([t for t in study.trials if t.state.name == "PRUNED"]))
     """
 )
 
@@ -244,3 +245,31 @@ def test_a_script_shaped_like_optunas_quick_start_runs_without_a_main_guard(tmp_
     assert proc.stdout.count("BEST") == 1  # the script's body ran once, not again in the workers
     assert " 12" in proc.stdout.split("BEST")[1]
     assert "ERROR" not in proc.stderr and "Traceback" not in proc.stderr and "Compute Failed" not in proc.stderr
+    pruned = int(proc.stdout.split("PRUNED")[1].split()[0])
+    assert proc.stderr.count(" pruned at step ") == pruned  # one INFO line per pruned trial
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_a_trial_repeating_an_earlier_ones_parameters_says_so_and_reuse_can_be_off(reuse, cluster, store, log, project, tmp_path):
+    from tests.resources import sweep_flows as sf
+
+    study = optuna.create_study(study_name=f"dup-{reuse}", storage=journal(tmp_path))
+    for _ in range(2):
+        study.enqueue_trial({"lr": 0.01, "depth": 3})
+    swept = mo.sweep(
+        sf.pipeline,
+        study=study,
+        space={"lr": mo.loguniform(1e-4, 1e-1), "depth": mo.intrange(2, 12)},
+        metric="val_loss",
+        n_trials=2,
+        max_concurrency=1,
+        reuse_results=reuse,
+        cluster=cluster,
+        progress=False,
+    )
+    first, second = swept.trials
+    assert second.user_attrs["mlorch.duplicate_of"] == first.number and "mlorch.duplicate_of" not in first.user_attrs
+    run = store.client.get_run(second.user_attrs["mlflow_run_id"])
+    assert run.data.tags["mlorch.duplicate_of"] == str(first.number)
+    assert len(sf.records(log, "train")) == (1 if reuse else 2)  # the same keys reuse the result; a salt runs it again
+    assert second.value == first.value

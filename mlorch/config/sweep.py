@@ -35,6 +35,7 @@ class SweepConfig(BaseModel):
     timeout: PositiveFloat | None = Field(default=None, description="seconds for the whole sweep (Optuna's timeout)")
     trial_timeout: PositiveFloat | None = Field(default=None, description="seconds one trial may run")
     load_if_exists: bool = True
+    reuse_results: bool = True
     storage: str | None = None
     cluster: str | dict[str, Any] | None = None
     tracking: bool = True

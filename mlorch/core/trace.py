@@ -115,6 +115,7 @@ class Trace:
     run: Mapping[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
     check_pickle: bool = True
+    salt: str = ""  # mixed into every key: a run that must not reuse another's results (a noisy objective)
     remote: bool = False  # tasks run in other processes (see TaskCall.remote); default: the backend's ``remote``
     nodes: dict[str, ts.GraphNode] = field(default_factory=dict)
     data_keys: set[str] = field(default_factory=set)  # large arguments, one node each
@@ -142,7 +143,7 @@ class Trace:
         deps: set[str] = set()
         spec_args = [self._spec(a, deps, task.name, i) for i, a in enumerate(args)]
         spec_kwargs = {k: self._spec(v, deps, task.name, k) for k, v in kwargs.items()}
-        key = f"{task.name}-{_digest(task.token, args, kwargs, self.tokens)}"
+        key = f"{task.name}-{_digest(task.token + self.salt, args, kwargs, self.tokens)}"
         if key not in self.nodes:
             call = TaskCall(task, key, self.run, self.cache_dir, self.remote)
             self.nodes[key] = ts.Task(key, execute, call, *spec_args, **spec_kwargs)

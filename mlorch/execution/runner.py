@@ -25,6 +25,7 @@ from mlorch.core.trace import Ref, Trace, collect_refs, substitute
 from mlorch.errors import ResourceUnavailableError, TaskFailedError
 from mlorch.execution.cluster import ClusterHandle, WorkerOffer, active_cluster, default_cluster
 from mlorch.log import get_logger
+from mlorch.names import KEY_SALT_INFO
 from mlorch.project import cache_dir as default_cache_dir
 
 log = get_logger("mlorch.runner")
@@ -161,7 +162,12 @@ def run_flow(
         for hook in hooks:
             hook.on_run_start(run)
             started.append(hook)
-        trace = Trace(backend=backend, run=run.info, cache_dir=str(cache_dir or default_cache_dir()))
+        trace = Trace(
+            backend=backend,
+            run=run.info,
+            cache_dir=str(cache_dir or default_cache_dir()),
+            salt=str(run.info.get(KEY_SALT_INFO, "")),
+        )
         value = flow.trace_into(trace, (), run.params)
         refs: list[Ref] = []
         collect_refs(value, refs)

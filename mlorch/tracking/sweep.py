@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 from mlorch.names import (
     CONSTRAINTS_SYSTEM_ATTR,
     CONSTRAINTS_TAG,
+    DUPLICATE_ATTR,
+    DUPLICATE_TAG,
     ERROR_ATTR,
     FEASIBLE_TAG,
     INTERRUPTED_ATTR,
@@ -227,6 +229,8 @@ class SweepTracker:
             tags[INTERRUPTED_TAG] = "true"
         if frozen.user_attrs.get(LOST_ATTR):
             tags[LOST_TAG] = str(frozen.user_attrs[LOST_ATTR])
+        if frozen.user_attrs.get(DUPLICATE_ATTR) is not None:
+            tags[DUPLICATE_TAG] = str(frozen.user_attrs[DUPLICATE_ATTR])
         tags.update(_user_attr_tags(frozen))
         params = param_items(frozen.params) if self.define_by_run else {}
         self.writer.end(run_id, run_status(frozen), points, params, tags, error)

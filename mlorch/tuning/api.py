@@ -47,6 +47,7 @@ def sweep(
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
     catch: type[Exception] | Sequence[type[Exception]] | None = None,
     gc_after_trial: bool = False,
+    reuse_results: bool = True,
     cluster: ClusterHandle | str | os.PathLike[str] | Mapping[str, Any] | Callable[[], ClusterHandle] | None = None,
     tracking: bool = True,
     wait: bool = True,
@@ -92,6 +93,9 @@ def sweep(
             error fails the trial and stops the sweep with that error. None (mlorch's
             default, unlike Optuna's ``()``): every error fails its trial only.
         gc_after_trial: run ``gc.collect()`` in the worker after each objective trial.
+        reuse_results: a flow trial with exactly an earlier trial's parameters has the same
+            task keys, so results still held are reused (its MLflow run is tagged
+            ``mlorch.duplicate_of``); False gives every trial keys of its own (noisy objectives).
         cluster: a cluster handle, a cluster YAML path or mapping (started and closed
             by the sweep; ``mo.sweep`` turns it into a starter, see ``mlorch.app``), or
             None (the active cluster, or a local one).
@@ -136,6 +140,7 @@ def sweep(
         gc_after_trial=gc_after_trial,
         study=study,
         study_name=study_name,
+        reuse_results=reuse_results,
     )
     storage_obj, spec = open_storage(plan.storage)
     if plan.kind == "objective" and spec[0] == "object":

@@ -39,7 +39,7 @@ from mlorch.errors import ConfigError, MlorchError, ResourceUnavailableError, ca
 from mlorch.execution.cluster import ClusterHandle
 from mlorch.execution.jobqueue import LOST_TOPIC
 from mlorch.log import get_logger
-from mlorch.names import ERROR_ATTR, INTERRUPTED_ATTR, LOST_ATTR, RETRY_OF_ATTR, RUN_ATTR
+from mlorch.names import DUPLICATE_ATTR, ERROR_ATTR, INTERRUPTED_ATTR, KEY_SALT_INFO, LOST_ATTR, RETRY_OF_ATTR, RUN_ATTR
 from mlorch.tuning.hooks import SweepHooks
 from mlorch.tuning.optuna_private import set_trial_attr, storage_of, trial_id
 from mlorch.tuning.plan import Plan
@@ -146,6 +146,7 @@ class SweepDriver:
         self.finished = 0
         self._owner = f"sweep-{plan.name}-{uuid.uuid4().hex[:6]}"
         self._sweep_deadline: float | None = None
+        self._seen_params: dict[str, int] | None = None  # parameters -> the first trial that had them
         self._slots, self._totals = self._cluster_capacity()
         self._check_resources()
 
@@ -292,6 +293,8 @@ class SweepDriver:
         trial = self.study.ask()
         params = suggest(trial, self.plan.space)
         rec = TrialRecord(trial=trial, params=params)
+        if self.plan.kind == "flow":
+            self._note_duplicate(rec)
         if self.plan.trial_timeout is not None:
             rec.deadline = rec.started + self.plan.trial_timeout
         self.inflight[trial.number] = rec
@@ -301,6 +304,21 @@ class SweepDriver:
             self.pool.trial_started(trial.number)
         thread = threading.Thread(target=body, args=(rec,), name=f"mlorch-trial-{trial.number}", daemon=True)
         thread.start()
+
+    def _note_duplicate(self, rec: TrialRecord) -> None:
+        """A trial with exactly the parameters of an earlier one says so (user attribute and MLflow tag);
+        with ``reuse_results=False`` its tasks get keys of their own, so nothing is reused."""
+        if not self.plan.reuse_results:
+            rec.info[KEY_SALT_INFO] = f"{self.study.study_name}/{rec.number}"
+        if self._seen_params is None:
+            done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            self._seen_params = {_fingerprint(t.params): t.number for t in done}
+        fingerprint = _fingerprint(rec.trial.params)
+        earlier = self._seen_params.setdefault(fingerprint, rec.number)
+        if earlier != rec.number:
+            set_trial_attr(self.study, rec.trial, DUPLICATE_ATTR, earlier)
+            reuse = "its results are reused where still held" if self.plan.reuse_results else "it runs again"
+            log.info("sweep '%s': trial %d has the parameters of trial %d; %s", self.plan.name, rec.number, earlier, reuse)
 
     def _trial_started(self, rec: TrialRecord, state: TrialState | None = None) -> None:
         """Tell the hooks (the trial's thread, a timeout or an abort may each be first; they make its run once)."""
@@ -457,6 +475,9 @@ class SweepDriver:
         )
         if not frozen.user_attrs.get(INTERRUPTED_ATTR):
             self.finished += 1
+        if state == TrialState.PRUNED and not rec.prune_requested:  # an objective's own should_prune()
+            at = max(frozen.intermediate_values, default=None)
+            log.info("sweep '%s': trial %d pruned%s", self.plan.name, rec.number, "" if at is None else f" at step {at}")
         if defer:
             rec.deferred = (frozen, message)
             self._deferred.append(rec)
@@ -482,7 +503,7 @@ class SweepDriver:
         rec.trial.report(float(value), step)
         if rec.trial.should_prune():
             rec.prune_requested = True
-            log.info("sweep '%s': pruning trial %d at step %d", self.plan.name, rec.number, step)
+            log.info("sweep '%s': trial %d pruned at step %d", self.plan.name, rec.number, step)
             self._event(rec.number)
             rec.signalled = True
 
@@ -580,6 +601,10 @@ def _is_number(v: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return not isinstance(v, (str, bytes))
+
+
+def _fingerprint(params: dict[str, Any]) -> str:
+    return repr(sorted(params.items()))
 
 
 def _is_pruned(error: BaseException) -> bool:

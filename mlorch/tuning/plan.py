@@ -58,6 +58,7 @@ class Plan:
     catch: tuple[type[BaseException], ...] | None = None  # None: every error is a FAIL and the sweep goes on
     load_if_exists: bool = True
     gc_after_trial: bool = False
+    reuse_results: bool = True  # a flow trial with an earlier trial's parameters may reuse its results
 
     @property
     def multi(self) -> bool:
@@ -93,6 +94,7 @@ def make_plan(
     gc_after_trial: Any = False,
     study: Any = None,
     study_name: Any = None,
+    reuse_results: Any = True,
 ) -> Plan:
     kind = _kind(target)
     if study_name is not None:
@@ -101,8 +103,8 @@ def make_plan(
         name = study_name
     explicit_pruner = pruner is not None and study is None  # Optuna's default pruner is fine on any study
     if study is not None:
-        name, storage, sampler, pruner, directions = _from_study(study, name, storage, sampler, pruner, direction, directions)
-        direction = None
+        name, storage, sampler, pruner, study_dirs = _from_study(study, name, storage, sampler, pruner, direction, directions)
+        direction, directions = (study_dirs[0], None) if len(study_dirs) == 1 else (None, study_dirs)
     names, dirs = check_directions(metric, direction, metrics, directions, allow_unnamed=kind == "objective")
     flow = target if kind == "flow" else None
     if flow is not None and space is None:
@@ -140,6 +142,8 @@ def make_plan(
         raise ConfigError("pruner: Optuna cannot prune multi-objective studies; use pruner='none' with metrics=[...]")
     if not isinstance(load_if_exists, bool):
         raise ConfigError(f"load_if_exists: expected True or False, got {load_if_exists!r}")
+    if not isinstance(reuse_results, bool):
+        raise ConfigError(f"reuse_results: expected True or False, got {reuse_results!r}")
     if not isinstance(gc_after_trial, bool):
         raise ConfigError(f"gc_after_trial: expected True or False, got {gc_after_trial!r}")
     study_name = _name(name, target, checked_space, names, dirs)
@@ -178,6 +182,7 @@ def make_plan(
         catch=_catch(catch),
         load_if_exists=load_if_exists,
         gc_after_trial=gc_after_trial,
+        reuse_results=reuse_results,
         storage=storage,
         tracking=bool(tracking) and (getattr(target, "tracking", True) if kind == "flow" else True),
         summary=summary,
