@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,26 @@ class ClusterHandle:
         self.close()
 
 
+def _free_dashboard(address: str | None) -> str | None:
+    """``address``, or the same host on a free port when its port is taken (another cluster's dashboard):
+    said in one INFO line instead of distributed's UserWarning."""
+    if not address or ":" not in address:
+        return address
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return address
+    probe = socket.socket()
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host or "0.0.0.0", int(port)))
+    except OSError:
+        log.info("dashboard port %s is in use (another cluster?): using a free port on %s", port, host or "all interfaces")
+        return f"{host}:0"
+    finally:
+        probe.close()
+    return address
+
+
 def start_local(
     n_workers: int | None = None,
     threads_per_worker: int = 1,
@@ -130,6 +151,7 @@ def start_local(
             f"process per GPU; use n_workers >= {len(gpu_ids)}"
         )
     base_env = {**QUIET_ENV, **(env or {})}
+    dashboard_address = _free_dashboard(dashboard_address)
     try:
         cluster = LocalCluster(
             n_workers=0,

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import numbers
 import signal
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 from mlorch.errors import causes
@@ -103,6 +106,20 @@ def _masked_tree(value: Any, name: str = "") -> Any:
     return to_text(value)
 
 
+def returned_numbers(result: Any, prefix: str = "") -> dict[str, float]:
+    """The finite numbers a flow returned, as metric names: a number is ``result``, a dict's
+    entries go by key (nested dicts as ``a.b``); booleans and anything else are left out."""
+    if isinstance(result, Mapping):
+        out: dict[str, float] = {}
+        for key, value in result.items():
+            out.update(returned_numbers(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}"))
+        return out
+    if isinstance(result, bool) or not isinstance(result, numbers.Real):
+        return {}
+    value = float(result)
+    return {prefix or "result": value} if math.isfinite(value) else {}
+
+
 def _worker_died(error: BaseException | None) -> bool:
     from distributed.scheduler import KilledWorker
 
@@ -118,6 +135,7 @@ class TrackingHook:
         self.run_id: str | None = None
         self.signals = False
         self.target: emit.Target | None = None
+        self.logged: dict[str, float] = {}  # the numbers the flow returned, logged as metrics
 
     def _open(self, store: RunStore, run: FlowRun) -> str:
         return store.create_run(run.flow.experiment, f"{run.flow.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -174,6 +192,10 @@ class TrackingHook:
         with _sig_lock:  # sweep threads end runs concurrently: keep the count exact
             _finishing += 1
         try:
+            if error is None:
+                self.logged = returned_numbers(result)
+                if self.logged:
+                    store.log_metrics(run_id, self.logged)
             self._finish(run, store, run_id, error)
         except Exception as exc:  # never hide the flow's own error behind a tracking one
             log.warning("tracking: could not end run %s cleanly: %s: %s", run_id, type(exc).__name__, exc)
@@ -219,6 +241,7 @@ class SweepTrialHook(TrackingHook):
     def __init__(self, store: RunStore, run_id: str):
         self.store, self.fixed_run_id = store, run_id
         self.run_id, self.signals, self.target = None, False, None
+        self.logged = {}
 
     def _open(self, store: RunStore, run: FlowRun) -> str:
         return self.fixed_run_id

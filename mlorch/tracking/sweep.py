@@ -53,6 +53,7 @@ from mlorch.names import (
 from mlorch.tracking.child_runs import ChildRuns, Point, child_runs
 from mlorch.tracking.hook import SweepTrialHook
 from mlorch.tracking.params import param_items
+from mlorch.tracking.repro import repro_tags
 from mlorch.tracking.store import RunStore
 
 if TYPE_CHECKING:
@@ -85,11 +86,20 @@ class SweepTracker:
         self._lock = threading.Lock()
         self._runs: dict[int, str] = {}  # trial number -> child run
         self._state_tagged: dict[str, str] = {}  # run -> the state its tags already say
+        self._fillers: dict[str, SweepTrialHook] = {}  # run -> the hook that filled it (what it logged)
         self._importing: threading.Thread | None = None
 
     # -- the sweep ------------------------------------------------------------------------
     def sweep_started(
-        self, *, study: optuna.Study, experiment: str, summary: Mapping[str, Any], metrics: list[str], kind: str, **_: Any
+        self,
+        *,
+        study: optuna.Study,
+        experiment: str,
+        summary: Mapping[str, Any],
+        metrics: list[str],
+        kind: str,
+        cluster: Any = None,
+        **_: Any,
     ) -> None:
         """Create the parent run, or reopen the one a previous (crashed) driver made."""
         from mlorch.tracking.sweep_summary import import_plotting
@@ -98,16 +108,21 @@ class SweepTracker:
         self._importing.start()
         self.experiment, self.study_name, self.metrics = experiment, study.study_name, list(metrics)
         self.define_by_run = kind == "objective"
+        tags = {SWEEP_TAG: study.study_name, STUDY_TAG: study.study_name}
+        try:
+            tags.update(repro_tags(cluster))  # git state, versions, host, command or notebook: as its children have
+        except Exception as exc:  # never stop a sweep for its tags
+            log.warning("sweep tracking: could not read the reproducibility tags: %s", exc)
         existing = study.user_attrs.get(PARENT_ATTR)
         if existing:
             try:
                 self.store.client.update_run(existing, status="RUNNING")
                 self.store.heartbeat.add(existing)
+                self.store.set_tags(existing, tags)  # this run's state of the code, not the first run's
                 self.parent_run_id = existing
                 return
             except Exception as exc:
                 log.warning("could not reopen the sweep's MLflow run %s (%s); making a new one", existing, exc)
-        tags = {SWEEP_TAG: study.study_name, STUDY_TAG: study.study_name}
         self.parent_run_id = self.store.create_run(experiment, study.study_name, params=dict(summary), tags=tags)
         study.set_user_attr(PARENT_ATTR, self.parent_run_id)
 
@@ -169,9 +184,13 @@ class SweepTracker:
         return {RUN_ID_INFO: run_id, TRACKING_URI_INFO: self.store.tracking_uri}
 
     def flow_hooks(self, *, number: int, **_: Any) -> list[Any]:
-        """Run hooks that fill a flow trial's child run (parameters, task events, the flow's tags)."""
+        """Run hooks that fill a flow trial's child run (parameters, task events, the flow's tags,
+        every number it returns)."""
         run_id = self._runs.get(number)
-        return [] if run_id is None else [SweepTrialHook(self.store, run_id)]
+        if run_id is None:
+            return []
+        hook = self._fillers[run_id] = SweepTrialHook(self.store, run_id)
+        return [hook]
 
     def trial_reported(self, *, number: int, value: float, step: int, **_: Any) -> None:
         run_id = self._runs.get(number)
@@ -211,10 +230,14 @@ class SweepTracker:
         stamp = int(time.time() * 1000)
         last = max(frozen.intermediate_values, default=0)
         points: list[Point] = []
+        filler = self._fillers.pop(run_id, None)
+        logged = filler.logged if filler is not None else {}
         if frozen.values is not None:
             single = len(frozen.values) == 1
             names = self.metrics or ["objective" if single else f"objective_{i}" for i in range(len(frozen.values))]
-            points += [(n, float(v), stamp, last) for n, v in zip(names, frozen.values) if math.isfinite(float(v))]
+            points += [
+                (n, float(v), stamp, last) for n, v in zip(names, frozen.values) if math.isfinite(float(v)) and n not in logged
+            ]
         if self.define_by_run:  # a plain objective: its trial.report values were stored on the worker
             name = "intermediate_" + (self.metrics or ["objective"])[0]
             points += [(name, float(v), stamp, int(k)) for k, v in frozen.intermediate_values.items() if math.isfinite(v)]

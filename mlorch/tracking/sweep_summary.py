@@ -8,6 +8,7 @@ being written; :func:`import_plotting` warms the imports while trials run.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import threading
 import warnings
@@ -22,7 +23,7 @@ from mlorch.names import BEST_MODEL_TAG, BEST_TAG_PREFIX, RUN_ATTR
 from mlorch.tracking.models import register_version
 from mlorch.tracking.store import RunStore
 
-__all__ = ["import_plotting", "write_summary"]
+__all__ = ["import_plotting", "sweep_alias", "write_summary"]
 
 log = logging.getLogger("mlorch.sweep")
 BEST_ALIAS = "best"
@@ -79,15 +80,24 @@ def _summarise(store: RunStore, study: optuna.Study, metrics: list[str], parent:
     for file in plots:
         store.log_artifact(parent, str(file), "plots")
     if best and not multi:
-        _register_best(store, best[0])
+        _register_best(store, best[0], study.study_name)
 
 
-def _register_best(store: RunStore, best: FrozenTrial) -> None:
-    """Give the best trial's logged model the registry alias ``best``."""
+def sweep_alias(study_name: str) -> str:
+    """The registry alias of one sweep's best model (letters, digits, ``-`` and ``_`` only)."""
+    return "best-" + re.sub(r"[^A-Za-z0-9_-]", "-", study_name)[:200]
+
+
+def _register_best(store: RunStore, best: FrozenTrial, study_name: str) -> None:
+    """The best trial's logged models get two registry aliases: ``best-<sweep>`` (this sweep's own,
+    kept when another sweep registers the same model name) and ``best`` (the best of whichever
+    sweep set it last). The run holding them is tagged ``mlorch.best_model``; a run that held this
+    sweep's alias before (a resumed sweep found better) loses the tag."""
     run_id = best.user_attrs.get(RUN_ATTR)
     if not run_id:
         return
     client = store.client
+    mine = sweep_alias(study_name)
     outputs = getattr(client.get_run(run_id), "outputs", None)
     model_ids = [o.model_id for o in (getattr(outputs, "model_outputs", None) or [])]
     for model in [client.get_logged_model(m) for m in dict.fromkeys(model_ids)]:
@@ -96,8 +106,22 @@ def _register_best(store: RunStore, best: FrozenTrial) -> None:
             version = max(int(v.version) for v in versions)
         else:
             version = register_version(store.tracking_uri, model.model_uri, model.name)
-        client.set_registered_model_alias(model.name, BEST_ALIAS, str(version))
-        client.set_tag(run_id, BEST_MODEL_TAG, f"models:/{model.name}@{BEST_ALIAS}")
+        previous = _alias_run(client, model.name, mine)
+        if previous is not None and previous != run_id:
+            try:
+                client.delete_tag(previous, BEST_MODEL_TAG)
+            except Exception:  # already gone
+                pass
+        for alias in (mine, BEST_ALIAS):
+            client.set_registered_model_alias(model.name, alias, str(version))
+        client.set_tag(run_id, BEST_MODEL_TAG, f"models:/{model.name}@{mine}")
+
+
+def _alias_run(client: Any, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).run_id)
+    except Exception:  # no such alias yet
+        return None
 
 
 def import_plotting() -> None:

@@ -164,7 +164,9 @@ def sweep(
             )
         hooks = open_hooks(plan.tracking)
         driver = SweepDriver(plan, handle, study, spec, hooks)
-        hooks.sweep_started(study=study, experiment=plan.experiment, summary=plan.summary, metrics=plan.metrics, kind=plan.kind)
+        hooks.sweep_started(
+            study=study, experiment=plan.experiment, summary=plan.summary, metrics=plan.metrics, kind=plan.kind, cluster=handle
+        )
         resume(study, hooks)
     except BaseException:
         _release(lease)

@@ -25,9 +25,17 @@ __all__ = ["NoHooks", "SweepHooks", "open_hooks"]
 
 class SweepHooks(Protocol):
     def sweep_started(
-        self, *, study: optuna.Study, experiment: str, summary: Mapping[str, Any], metrics: list[str], kind: str, **_: Any
+        self,
+        *,
+        study: optuna.Study,
+        experiment: str,
+        summary: Mapping[str, Any],
+        metrics: list[str],
+        kind: str,
+        cluster: Any = None,
+        **_: Any,
     ) -> None:
-        """Before any trial (a resumed sweep too)."""
+        """Before any trial (a resumed sweep too); ``cluster`` is the sweep's ``ClusterHandle``."""
 
     def trial_interrupted(self, *, trial: FrozenTrial, trial_id: int, **_: Any) -> str | None:
         """A trial a dead driver left RUNNING is about to be closed; returns the run id to link it to."""
