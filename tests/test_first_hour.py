@@ -3,6 +3,9 @@ run says what code made it, and two sweeps of the same model each keep their bes
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 import optuna
 import pytest
 
@@ -65,3 +68,72 @@ def test_two_sweeps_of_one_model_name_each_keep_their_best(cluster, store, proje
     assert client.get_model_version_by_alias("sweep-clf", "best-models-a").run_id == again.best_run_id
     assert "mlorch.best_model" not in client.get_run(old_best).data.tags  # no stale pointer
     assert client.get_run(again.best_run_id).data.tags["mlorch.best_model"] == "models:/sweep-clf@best-models-a"
+
+
+def _mlorch(tmp_path, *args):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "MLORCH_HOME": str(tmp_path / "project"), "MLORCH_TRACKING": "off"}
+    return subprocess.run([sys.executable, "-m", "mlorch", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("hidden=abc", "--set hidden: expected int, got str 'abc'"),
+        ("lr=fast", "--set lr: expected float, got str 'fast'"),
+        ("epochs=2.5", "--set epochs: expected int, got float 2.5"),
+    ],
+)
+def test_a_wrong_value_for_a_flow_parameter_is_one_line_before_anything_runs(tmp_path, override, message):
+    out = _mlorch(tmp_path, "run", "experiments/digits.py:pipeline", "--set", override, "--cluster", "/nonexistent.yaml")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == f"mlorch: error: {message}"  # one line, no traceback, before the cluster
+
+
+def test_a_sweep_yaml_with_a_wrong_value_in_its_space_fails_first(tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        "target: experiments/digits.py:pipeline\nspace:\n  lr: {loguniform: [1.0e-4, 1.0e-1]}\n  epochs: ten\n"
+        "metric: val_loss\nn_trials: 2\ncluster: /nonexistent.yaml\n"
+    )
+    out = _mlorch(tmp_path, "sweep", str(config))
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == (
+        f"mlorch: error: {config}: space['epochs']: flow 'pipeline' parameter 'epochs': expected int, got str 'ten'"
+    )
+
+
+def test_space_entries_are_checked_against_the_annotations(project):
+
+    @mo.flow
+    def typed(
+        depth: int = 3, lr: float = 0.1, mode: Literal["a", "b"] = "a", out: Path | None = None, flag: bool = False, note=None
+    ):
+        return {"loss": 1.0}
+
+    def check(space):
+        return mo.sweep(typed, space=space, metric="loss", n_trials=1, progress=False, cluster="/nonexistent.yaml")
+
+    with pytest.raises(mo.ConfigError, match=r"space\['depth'\]: uniform\(1, 5\) gives float values; .*expected int"):
+        check({"depth": mo.uniform(1, 5)})
+    with pytest.raises(mo.ConfigError, match=r"space\['mode'\]: .*expected one of 'a', 'b', got str 'c'"):
+        check({"mode": mo.choice(["a", "c"])})
+    with pytest.raises(mo.ConfigError, match=r"space\['flag'\]: .*expected bool, got str 'yes'"):
+        check({"flag": "yes", "lr": mo.uniform(0, 1)})
+    with pytest.raises(mo.ConfigError, match=r"space\['out'\]: .*expected Path or None, got int 3"):
+        check({"out": 3, "lr": mo.uniform(0, 1)})
+    with pytest.raises(mo.ConfigError, match=r"space\['lr'\]: .*expected float, got bool True"):
+        check({"lr": mo.choice([0.1, True])})
+    # Accepted: an int for a float, an intrange for a float, a path string, None for Optional, anything unannotated.
+    for ok in (
+        {"lr": mo.intrange(1, 3)},
+        {"lr": mo.uniform(0, 1), "out": "x.txt", "note": object()},
+        {"lr": mo.uniform(0, 1), "out": None},
+    ):
+        with pytest.raises(mo.ConfigError, match="nonexistent"):  # got past every check, to the cluster
+            check(ok)

@@ -35,8 +35,8 @@ def main(args: argparse.Namespace) -> int:
     if not isinstance(flow, mo.Flow):
         raise ConfigError(f"target {args.target!r} is a {type(flow).__name__}, not an @mo.flow")
     params = parse_overrides(args.overrides)
-    for key in params:
-        problem = flow.parameter_problem(key)
+    for key, value in params.items():
+        problem = flow.parameter_problem(key) or flow.value_problem(key, value)
         if problem:
             raise ConfigError(f"--set {key}: {problem}")
     with mo.cluster(args.cluster) as handle:

@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from mlorch.core.annotations import annotation_of, type_problem
 from mlorch.core.trace import Backend, FlowGraph, Ref, Trace, collect_refs, current_trace
 from mlorch.errors import FlowCycleError, FlowDefinitionError, TaskArgumentError
 
@@ -70,6 +71,12 @@ class Flow(Generic[P, R]):
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else f"; its parameters are: {', '.join(known) or '(none)'}"
         return f"flow '{self.name}' has no parameter '{name}'{hint}"
+
+    def value_problem(self, name: str, value: Any) -> str | None:
+        """Why ``value`` does not fit parameter ``name``'s annotation (int, float, bool, str, Path,
+        Literal, Optional), e.g. ``expected int, got str 'abc'``; None if it does or cannot be told."""
+        problem = type_problem(annotation_of(self.fn, name), value)
+        return None if problem is None else f"{problem}, got {type(value).__name__} {value!r:.80}"
 
     def unbound_parameters(self, given: Iterable[str]) -> list[str]:
         """The parameters without a default that ``given`` leaves out."""

@@ -182,9 +182,31 @@ def validate_space(space: Mapping[str, Any], flow: Flow[..., Any] | None) -> dic
             raise ConfigError(f"space['{name}']: {problem}")
         if isinstance(spec, Param):
             spec.check(name)
+        if flow is not None:
+            _check_type(flow, name, spec)
     if not any(isinstance(s, Param) for s in space.values()) and flow is not None:
         raise ConfigError("space: nothing to sweep; give at least one range, e.g. space={'lr': mo.loguniform(1e-4, 1e-1)}")
     return dict(space)
+
+
+def _check_type(flow: Flow[..., Any], name: str, spec: Any) -> None:
+    """Every value the entry can give must fit the parameter's annotation (before any trial runs)."""
+    if isinstance(spec, Choice):
+        examples = list(spec.options)
+    elif isinstance(spec, IntRange):
+        examples = [int(spec.low)]
+    elif isinstance(spec, (Uniform, LogUniform)):
+        examples = [float(spec.low)]
+    else:
+        problem = flow.value_problem(name, spec)
+        if problem:
+            raise ConfigError(f"space['{name}']: flow '{flow.name}' parameter '{name}': {problem}")
+        return
+    for example in examples:
+        problem = flow.value_problem(name, example)
+        if problem:
+            gives = f"{spec.describe()} gives {type(example).__name__} values"
+            raise ConfigError(f"space['{name}']: {gives}; flow '{flow.name}' parameter '{name}': {problem}")
 
 
 def suggest(trial: optuna.trial.BaseTrial, space: Mapping[str, Any]) -> dict[str, Any]:
