@@ -35,7 +35,7 @@ def ensure_venv() -> None:
     pip = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     if sh(*pip, TORCH) != 0:
         print(f"note: {TORCH} could not be installed; the torch example and its tests need it", flush=True)
-    if sh(*pip, "-e", ".[torch,hpc,dev]") != 0 and sh(*pip, "-e", ".[hpc,dev]") != 0:
+    if sh(*pip, "-e", ".[torch,hpc,dev,notebook]") != 0 and sh(*pip, "-e", ".[hpc,dev,notebook]") != 0:
         sys.exit("dev.py: installing the project failed")
     STAMP.write_text(want)
 

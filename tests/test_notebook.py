@@ -29,6 +29,13 @@ def test_digits_sweep_notebook_runs(tmp_path, monkeypatch):
         for i, cell in enumerate(nb.cells)
         if cell.cell_type == "code"
     }
+    everything = "\n".join(outputs.values())
+    # Reads as a tutorial: a widget progress bar, no per-trial log lines, no library noise.
+    sweep_cell = next(cell for cell in nb.cells if cell.cell_type == "code" and "mo.sweep(" in cell.source)
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in sweep_cell.outputs)
+    assert "tracking run" not in everything and "IProgress" not in everything and "Warning" not in everything
+    status = next(outputs[i] for i, cell in enumerate(nb.cells) if "sweep.status()" in cell.source)
+    assert status.startswith("sweep 'notebook-test' (") and ("no trial finished yet" in status or "best val_loss=" in status)
     best = next(text for text in outputs.values() if "best params:" in text)
     assert "'lr':" in best and "'hidden':" in best and "best MLflow run:" in best
     table = next(outputs[i] for i, cell in enumerate(nb.cells) if "trials_dataframe()" in cell.source)

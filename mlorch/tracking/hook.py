@@ -161,7 +161,9 @@ class TrackingHook:
         self.target = (store.tracking_uri, self.run_id)
         emit.push_driver_target(self.target)
         self.signals = _install_sigterm()
-        log.info("tracking run %s in experiment '%s' (%s)", self.run_id, flow.experiment, store.tracking_uri)
+        # One line for a flow run of its own; a sweep's trials say nothing each (the sweep's bar speaks).
+        level = logging.DEBUG if isinstance(self, SweepTrialHook) else logging.INFO
+        log.log(level, "tracking run %s in experiment '%s' (%s)", self.run_id, flow.experiment, store.tracking_uri)
 
     def _config_yaml(self, run: FlowRun) -> str:
         import yaml

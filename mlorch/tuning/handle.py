@@ -194,6 +194,19 @@ class Sweep(optuna.Study):
 
         return len(finished_trials(self.study))
 
+    def status(self) -> str:
+        """One line for a notebook: trials so far and the best value and parameters, or that none finished yet."""
+        head = f"sweep '{self.name}' ({'done' if self.done() else 'running'}): {self.n_finished}/{self.plan.n_trials} trials"
+        best = self._best_or_none()
+        if best is None:
+            return (
+                f"{head}, no trial finished yet"
+                if not self.plan.multi
+                else f"{head}, {len(self.best_trials)} on the Pareto front"
+            )
+        name = (self.plan.metrics or ["objective"])[0]
+        return f"{head}, best {name}={best:.4g} with {self.best_params}"
+
     def __repr__(self) -> str:
         state = "done" if self.done() else "running"
         best = self._best_or_none()
