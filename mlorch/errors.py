@@ -43,6 +43,7 @@ __all__ = [
     "TaskFailedError",
     "TaskTimeoutError",
     "causes",
+    "preview",
 ]
 
 
@@ -240,3 +241,35 @@ def causes(error: BaseException | None) -> Iterator[BaseException]:
         seen.add(id(error))
         yield error
         error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+
+
+def preview(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message stays short whatever the input.
+    (A container's repr is built with a budget, so a huge or alias-expanded value costs little.)"""
+    text = _bounded_repr(value, limit + 1)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bounded_repr(value: object, budget: int) -> str:
+    if budget <= 0:
+        return "..."
+    if isinstance(value, (dict, list, tuple, set)):
+        brackets = {dict: "{}", list: "[]", tuple: "()", set: "{}"}.get(type(value), "[]")
+        opening, closing = brackets[0], brackets[1]
+        parts: list[str] = []
+        used = 1
+        items = value.items() if isinstance(value, dict) else value
+        for item in items:
+            if used >= budget:
+                parts.append("...")
+                break
+            if isinstance(value, dict):
+                key, val = item
+                text = f"{_bounded_repr(key, budget - used)}: {_bounded_repr(val, budget - used)}"
+            else:
+                text = _bounded_repr(item, budget - used)
+            parts.append(text)
+            used += len(text) + 2
+        return opening + ", ".join(parts) + closing
+    text = repr(value)
+    return text[:budget]

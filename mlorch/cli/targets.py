@@ -11,7 +11,7 @@ from typing import Any
 import cloudpickle
 import yaml
 
-from mlorch.errors import ConfigError
+from mlorch.errors import ConfigError, preview
 
 __all__ = ["load_target", "parse_overrides"]
 
@@ -30,11 +30,24 @@ def load_target(spec: str) -> Any:
         assert module_spec is not None and module_spec.loader is not None
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_name] = module
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # the user's file fails to import: say which and why, in one line
+            sys.modules.pop(module_name, None)
+            raise ConfigError(
+                f"target {preview(spec)}: importing {where} failed: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from None
         # Workers cannot import a file by path: ship its functions by value.
         cloudpickle.register_pickle_by_value(module)
     else:
-        module = importlib.import_module(where)
+        try:
+            module = importlib.import_module(where)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(f"target {preview(spec)}: no module named {preview(exc.name or where)}") from None
+        except Exception as exc:
+            raise ConfigError(
+                f"target {preview(spec)}: importing {where} failed: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from None
     try:
         return getattr(module, name)
     except AttributeError:

@@ -22,7 +22,7 @@ from mlorch.config.schema import (
     JobqueueClusterConfig,
     LocalClusterConfig,
 )
-from mlorch.errors import ConfigError
+from mlorch.errors import ConfigError, preview
 
 __all__ = ["load_cluster_config", "load_yaml", "validate"]
 
@@ -35,22 +35,57 @@ CLUSTER_KINDS: dict[str, type[BaseModel]] = {
 }
 
 
+MAX_BYTES = 1 << 20  # a config file is a few kB; more is a mistake (a data file named .yaml)
+MAX_NODES = 100_000  # values after expanding YAML aliases (a 10-line "billion laughs" has 10^9)
+MAX_DEPTH = 50  # nesting levels
+
+
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A YAML file's top-level mapping; a missing file or bad syntax is a ConfigError naming it."""
+    """A YAML file's top-level mapping, read within bounds of size, encoding, aliases and nesting;
+    a missing file, bad syntax or bytes out of bounds is a ConfigError naming the file."""
     p = Path(path)
     try:
-        text = p.read_text()
+        with open(p, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config file ({exc.strerror or exc})") from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(f"{p}: larger than {MAX_BYTES >> 10} KiB; a config file is a few lines of YAML")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r}); save it as UTF-8"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{p}: invalid YAML: {str(exc)[:300]}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: nested more than Python can read; a config has a few levels") from None
+    _check_bounds(data, str(p))
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of fields at the top level, got {type(data).__name__}")
     return data
+
+
+def _check_bounds(data: Any, source: str) -> None:
+    """At most MAX_NODES values once aliases are expanded, at most MAX_DEPTH levels (checked without expanding)."""
+    seen = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise ConfigError(f"{source}: more than {MAX_NODES} values once YAML aliases are expanded (an alias bomb?)")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for item in value.items() for v in item)
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def validate(model: type[M], data: Mapping[str, Any], source: str) -> M:
@@ -71,8 +106,10 @@ def _describe(exc: ValidationError, model: type[BaseModel], source: str) -> str:
             hint = f"; did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(sorted(known))}"
             lines.append(f"{source}: unknown field '{field}'{hint}")
         else:
-            got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-            lines.append(f"{source}: field '{field}': {err['msg']}{got}")
+            got = f" (got {preview(err['input'])})" if "input" in err and not isinstance(err["input"], dict) else ""
+            lines.append(f"{source}: field '{field}': {err['msg'][:200]}{got}")
+    if len(lines) > 5:
+        lines = [*lines[:5], f"{source}: ... and {len(lines) - 5} more"]
     return "\n".join(lines)
 
 
@@ -103,6 +140,6 @@ def load_cluster_config(source: str | os.PathLike[str] | Mapping[str, Any] | Non
         close = difflib.get_close_matches(str(kind), list(CLUSTER_KINDS), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(
-            f"{label}: field 'kind': unknown cluster kind {str(kind)[:60]!r}{hint} (known: {', '.join(CLUSTER_KINDS)})"
+            f"{label}: field 'kind': unknown cluster kind {preview(kind, 60)}{hint} (known: {', '.join(CLUSTER_KINDS)})"
         )
     return validate(CLUSTER_KINDS[kind], data, label)  # type: ignore[return-value]

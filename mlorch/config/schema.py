@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -20,21 +21,80 @@ __all__ = [
 JOBQUEUE_KINDS = ("slurm", "pbs", "sge", "lsf", "htcondor", "oar")
 
 
+MAX_WORKERS = 256  # local worker processes; more is a typo (documented in the README)
+MAX_GPUS = 64  # GPUs declared on one machine
+MAX_THREADS = 256
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """No unknown fields, no coercion: ``5`` is not ``"5"``, ``true`` is not ``1``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def check_byte_size(value: Any, field: str) -> Any:
+    """``"4GB"``, ``"512 MiB"``, a positive number of bytes (or a fraction <= 1 of the machine's memory), ``"auto"``, None."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"{field}: expected a byte size like '4GB', got {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{field}: expected a positive byte size, got {value!r}")
+        return value
+    if isinstance(value, str):
+        from dask.utils import parse_bytes
+
+        try:
+            parsed = parse_bytes(value)
+        except (ValueError, TypeError):
+            raise ValueError(f"{field}: {value[:40]!r} is not a byte size like '4GB' or '512MiB'") from None
+        if parsed <= 0:
+            raise ValueError(f"{field}: expected a positive byte size, got {value[:40]!r}")
+        return value
+    raise ValueError(f"{field}: expected a byte size like '4GB', got {type(value).__name__}")
+
+
+def check_listen_address(value: Any, field: str) -> Any:
+    """``"127.0.0.1:8787"``, ``":0"``, ``"localhost:8787"``: a host (may be empty) and a port 0-65535."""
+    if value is None:
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{field}: expected 'host:port', got {type(value).__name__}")
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or any(c.isspace() for c in host):
+        raise ValueError(f"{field}: {value[:60]!r} is not 'host:port' with a port 0-65535")
+    return value
 
 
 class LocalClusterConfig(_Strict):
     """Worker processes on this machine: one per GPU (pinned), the rest CPU-only."""
 
     kind: Literal["local"] = "local"
-    n_workers: PositiveInt | None = None
-    threads_per_worker: PositiveInt = 1
-    gpus: int | Literal["auto"] = Field(default="auto", description="'auto' detects; N declares N slots")
-    gpu_threads: PositiveInt = 2
+    n_workers: PositiveInt | None = Field(default=None, le=MAX_WORKERS)
+    threads_per_worker: PositiveInt = Field(default=1, le=MAX_THREADS)
+    gpus: Literal["auto"] | NonNegativeInt = Field(default="auto", description="'auto' detects; N declares N slots")
+    gpu_threads: PositiveInt = Field(default=2, le=MAX_THREADS)
     memory_limit: str | float | None = "auto"
     dashboard_address: str | None = "127.0.0.1:8787"
     env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        if isinstance(value, int) and value > MAX_GPUS:
+            raise ValueError(f"at most {MAX_GPUS} GPUs on one machine, got {value}")
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        return check_byte_size(value, "memory_limit")
+
+    @field_validator("dashboard_address")
+    @classmethod
+    def _dashboard(cls, value: Any) -> Any:
+        return check_listen_address(value, "dashboard_address")
 
 
 class AddressClusterConfig(_Strict):
@@ -122,14 +182,14 @@ class JobqueueClusterConfig(_Strict):
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: str) -> str:
-        from dask.utils import parse_bytes
+        if not isinstance(value, str):
+            raise ValueError(f"memory {value!r} is not a byte size such as '16GB'")
+        return str(check_byte_size(value, "memory"))
 
-        try:
-            if parse_bytes(value) <= 0:
-                raise ValueError
-        except (ValueError, TypeError):
-            raise ValueError(f"memory {value!r} is not a byte size such as '16GB'") from None
-        return value
+    @field_validator("dashboard_address")
+    @classmethod
+    def _dashboard(cls, value: str) -> str:
+        return str(check_listen_address(value, "dashboard_address"))
 
     @field_validator("leave_before_walltime")
     @classmethod

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlorch.environment import QUIET_ENV
+from mlorch.errors import ConfigError, preview
 from mlorch.names import ERROR_TAG, PARENT_RUN_TAG
 from mlorch.project import home
 from mlorch.tracking.bulk import BulkRuns, open_bulk
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 
-__all__ = ["RunStore", "configure", "resolve_uri"]
+__all__ = ["RunStore", "check_tracking_uri", "configure", "resolve_uri"]
 
 log = logging.getLogger("mlorch.tracking")
 STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -53,6 +54,21 @@ def configure(tracking_uri: str | None = None) -> None:
     """Set the store used when neither an argument nor ``MLFLOW_TRACKING_URI`` names one."""
     global _configured_uri
     _configured_uri = tracking_uri
+
+
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+
+
+def check_tracking_uri(tracking_uri: str | None = None) -> str:
+    """The resolved tracking URI if MLflow can open its kind of store; else a ConfigError naming it."""
+    uri = resolve_uri(tracking_uri)
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else uri.split(":", 1)[0]
+    if scheme not in TRACKING_SCHEMES:
+        raise ConfigError(
+            f"tracking_uri: {preview(uri)} is not a store MLflow opens (scheme {preview(scheme, 30)}; "
+            f"known: {', '.join(TRACKING_SCHEMES)}, or a folder path)"
+        )
+    return uri
 
 
 def resolve_uri(tracking_uri: str | None = None) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from mlorch.errors import ConfigError
+from mlorch.errors import ConfigError, preview
 
 __all__ = ["SAMPLERS", "PRUNERS", "make_sampler", "make_pruner", "check_directions"]
 
@@ -104,7 +104,11 @@ def check_directions(
     if metrics is not None and metric is not None:
         raise ConfigError("metric: give either metric= (one objective) or metrics= (several), not both")
     if metrics is not None:
+        if not isinstance(metrics, (str, list, tuple)):
+            raise ConfigError(f"metrics: expected a list of names, got {type(metrics).__name__}")
         names = [metrics] if isinstance(metrics, str) else list(metrics)
+        if not names:
+            raise ConfigError("metrics: expected at least one name, got []")
         dirs = list(directions) if directions is not None else ["minimize"] * len(names)
         if isinstance(directions, str):
             raise ConfigError("directions: expected a list like ['minimize', 'maximize'], got a string")
@@ -119,16 +123,16 @@ def check_directions(
         if isinstance(directions, str):
             raise ConfigError("directions: expected a list like ['minimize', 'maximize'], got a string")
         names = [metric] if metric is not None else []
-        dirs = list(directions) if directions is not None else [direction or "minimize"]
+        dirs = list(directions) if directions is not None else ["minimize" if direction is None else direction]
         if not dirs:
             raise ConfigError("directions: expected at least one direction")
         field = "direction" if directions is None else "directions"
     for name in names:
         if not isinstance(name, str) or not name:
-            raise ConfigError(f"metric: expected the name of a value the target returns, got {name!r}")
+            raise ConfigError(f"metric: expected the name of a value the target returns, got {preview(name)}")
     for d in dirs:
         if d not in ("minimize", "maximize"):
             close = difflib.get_close_matches(str(d), ["minimize", "maximize"], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{field}: {d!r} is neither 'minimize' nor 'maximize'{hint}")
+            raise ConfigError(f"{field}: {preview(d)} is neither 'minimize' nor 'maximize'{hint}")
     return names, dirs

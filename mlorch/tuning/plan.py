@@ -24,7 +24,7 @@ import optuna
 
 from mlorch.core.flow import Flow
 from mlorch.core.resources import parse_request
-from mlorch.errors import ConfigError
+from mlorch.errors import ConfigError, preview
 from mlorch.tuning.options import check_directions, make_pruner, make_sampler
 from mlorch.tuning.space import Param, describe_space, validate_space
 
@@ -140,6 +140,14 @@ def make_plan(
     pruner_obj = make_pruner(pruner)
     if len(dirs) > 1 and explicit_pruner and not isinstance(pruner_obj, optuna.pruners.NopPruner):
         raise ConfigError("pruner: Optuna cannot prune multi-objective studies; use pruner='none' with metrics=[...]")
+    if not isinstance(tracking, bool):
+        raise ConfigError(f"tracking: expected True or False, got {preview(tracking)}")
+    if tracking and (getattr(target, "tracking", True) if kind == "flow" else True):
+        from mlorch.tracking import enabled
+        from mlorch.tracking.store import check_tracking_uri
+
+        if enabled():
+            check_tracking_uri()  # a bad store fails now, not after the cluster has started
     if not isinstance(load_if_exists, bool):
         raise ConfigError(f"load_if_exists: expected True or False, got {load_if_exists!r}")
     if not isinstance(reuse_results, bool):

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlorch.errors import ConfigError
+from mlorch.errors import ConfigError, preview
 
 if TYPE_CHECKING:
     import optuna
@@ -106,7 +106,9 @@ class IntRange(Param):
     def check(self, name: str) -> None:
         for label, v in (("low", self.low), ("high", self.high), ("step", self.step)):
             if not isinstance(v, int) or isinstance(v, bool):
-                raise ConfigError(f"space['{name}']: intrange {label} must be an integer, got {v!r}")
+                raise ConfigError(f"space['{name}']: intrange {label} must be an integer, got {v!r:.80}")
+        if not isinstance(self.log, bool):
+            raise ConfigError(f"space['{name}']: intrange log must be true or false, got {self.log!r:.80}")
         if not self.low < self.high:
             raise ConfigError(
                 f"space['{name}']: intrange({self.low!r}, {self.high!r}) is an empty or inverted range; low must be < high"
@@ -238,7 +240,7 @@ def space_from_config(data: Mapping[str, Any], source: str) -> dict[str, Any]:
             unknown = [k for k in entry if k not in _KINDS and k not in ("step", "log")]
             close = difflib.get_close_matches(str(unknown[0]), list(_KINDS), n=1) if unknown else []
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{where}: expected exactly one of {', '.join(_KINDS)}{hint}, got {dict(entry)!r}")
+            raise ConfigError(f"{where}: expected exactly one of {', '.join(_KINDS)}{hint}, got {preview(dict(entry))}")
         kind = kinds[0]
         extra = {k: v for k, v in entry.items() if k != kind}
         allowed = {"uniform": {"step"}, "intrange": {"step", "log"}, "int": {"step", "log"}}.get(kind, set())
@@ -248,7 +250,7 @@ def space_from_config(data: Mapping[str, Any], source: str) -> dict[str, Any]:
         args = entry[kind]
         if not isinstance(args, list) or (kind != "choice" and len(args) != 2):
             shape = "a list of options" if kind == "choice" else "[low, high]"
-            raise ConfigError(f"{where}: {kind} expects {shape}, got {args!r}")
+            raise ConfigError(f"{where}: {kind} expects {shape}, got {preview(args)}")
         if kind == "choice":
             out[name] = Choice(tuple(args))
         elif kind == "loguniform":
@@ -257,7 +259,7 @@ def space_from_config(data: Mapping[str, Any], source: str) -> dict[str, Any]:
             step = extra.get("step")
             out[name] = Uniform(_float(args[0], where), _float(args[1], where), None if step is None else _float(step, where))
         else:
-            out[name] = IntRange(args[0], args[1], int(extra.get("step", 1)), bool(extra.get("log", False)))
+            out[name] = IntRange(args[0], args[1], extra.get("step", 1), extra.get("log", False))
         if isinstance(out[name], Param):
             try:
                 out[name].check(name)
@@ -268,10 +270,12 @@ def space_from_config(data: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 def _float(value: Any, where: str) -> float:
     # YAML 1.1 reads ``1e-4`` (no dot) as a string; accept it as the number it means.
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        raise ConfigError(f"{where}: expected a number, got {preview(value)}") from None
 
 
 def _is_number(v: Any) -> bool:

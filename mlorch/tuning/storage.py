@@ -22,7 +22,7 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from mlorch.errors import ConfigError
+from mlorch.errors import ConfigError, preview
 from mlorch.tuning.optuna_private import journal_file
 
 __all__ = ["StorageSpec", "default_journal_path", "open_storage", "serve_from_scheduler", "storage_from_spec"]
@@ -56,6 +56,7 @@ def open_storage(storage: Any) -> tuple[optuna.storages.BaseStorage, StorageSpec
     elif isinstance(storage, (str, Path)):
         text = str(storage)
         if "://" in text:
+            _check_database_url(text)
             spec = ("rdb", text)
         else:
             path = Path(text).expanduser().resolve()
@@ -66,6 +67,24 @@ def open_storage(storage: Any) -> tuple[optuna.storages.BaseStorage, StorageSpec
             f"storage: expected None, a journal file path, a database URL or an Optuna storage; got {type(storage).__name__}"
         )
     return storage_from_spec(spec), spec
+
+
+def _check_database_url(url: str) -> None:
+    """A database URL SQLAlchemy can open (a known dialect; for SQLite, an existing folder), before any process starts."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigError(f"storage: {preview(url)} is not a database URL SQLAlchemy knows ({str(exc)[:120]})") from None
+    except ImportError as exc:
+        raise ConfigError(f"storage: {preview(url)} needs a database driver that is not installed ({exc})") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise ConfigError(f"storage: folder {preview(str(folder))} of the SQLite file does not exist")
 
 
 def storage_from_spec(spec: StorageSpec) -> optuna.storages.BaseStorage:
