@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,18 +97,30 @@ def validate(model: type[M], data: Mapping[str, Any], source: str) -> M:
         raise ConfigError(_describe(exc, model, source)) from None
 
 
+# Parts of a pydantic error location that name a member of a union, not a field ("gpus.constrained-int").
+_UNION_MEMBER = re.compile(r"^(literal\[.*\]|constrained-\w+|int|str|float|bool|none|list\[.*\]|dict\[.*\]|function-\w+\[.*\])$")
+
+
 def _describe(exc: ValidationError, model: type[BaseModel], source: str) -> str:
-    lines = []
+    lines: list[str] = []
+    by_field: dict[str, list[str]] = {}
+    got_of: dict[str, str] = {}
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_MEMBER.match(p)))
+        field = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
             known = _known_fields(model, err["loc"][:-1])
             close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known fields: {', '.join(sorted(known))}"
             lines.append(f"{source}: unknown field '{field}'{hint}")
+        elif not loc:  # a check across fields: its message names them
+            lines.append(f"{source}: {str(err['msg']).removeprefix('Value error, ')[:200]}")
         else:
-            got = f" (got {preview(err['input'])})" if "input" in err and not isinstance(err["input"], dict) else ""
-            lines.append(f"{source}: field '{field}': {err['msg'][:200]}{got}")
+            by_field.setdefault(field, []).append(str(err["msg"]).removeprefix("Value error, ")[:160])
+            if "input" in err and not isinstance(err["input"], dict):
+                got_of[field] = f" (got {preview(err['input'])})"
+    for field, messages in by_field.items():  # a union's members each said no: one line, their reasons joined
+        lines.append(f"{source}: field '{field}': {'; or '.join(dict.fromkeys(messages))}{got_of.get(field, '')}")
     if len(lines) > 5:
         lines = [*lines[:5], f"{source}: ... and {len(lines) - 5} more"]
     return "\n".join(lines)

@@ -212,7 +212,8 @@ class JobqueueClusterConfig(_Strict):
                 f"processes ({processes}) must equal gpus_per_job ({self.gpus_per_job}): each worker process is pinned to one GPU"
             )
         if self.cores < processes:
-            raise ValueError(f"cores ({self.cores}) is less than processes ({processes}): each worker needs a core")
+            source = "processes" if self.processes else "gpus_per_job"  # gpus_per_job: N gives N worker processes
+            raise ValueError(f"cores ({self.cores}) is less than {source} ({processes}): each worker process needs a core")
         if self.gpus_per_job and self.kind != "slurm":
             raise ValueError("gpus_per_job is supported for kind 'slurm'; for other kinds request GPUs in job_extra_directives")
         margin = self.margin_seconds

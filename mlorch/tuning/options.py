@@ -99,6 +99,8 @@ def check_directions(
     ``StudyDirection`` members.
     """
     direction = _direction_name(direction)
+    if directions is not None and not isinstance(directions, (str, list, tuple)):
+        raise ConfigError(f"directions: expected a list like ['minimize', 'maximize'], got {preview(directions)}")
     if directions is not None and not isinstance(directions, str):
         directions = [_direction_name(d) for d in directions]
     if metrics is not None and metric is not None:
