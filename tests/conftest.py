@@ -55,3 +55,11 @@ def no_tracking(monkeypatch) -> None:
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """What the property tests tried (tests/test_bad_input.py), in the test output."""
+    module = sys.modules.get("tests.test_bad_input")
+    for kind, counts in getattr(module, "COUNTS", {}).items():
+        line = f"bad input, {kind}: tried {sum(counts.values())} ({counts['accepted']} accepted, {counts['refused']} refused)"
+        terminalreporter.write_line(line)

@@ -44,19 +44,6 @@ def _count(kind: str, verdict: str) -> None:
     COUNTS.setdefault(kind, {"accepted": 0, "refused": 0})[verdict] += 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def report_counts(request):
-    """The counts hypothesis tried, in the test output (pytest's terminal, not captured)."""
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    for kind, counts in COUNTS.items():
-        line = f"[bad-input] {kind}: tried {sum(counts.values())} ({counts['accepted']} accepted, {counts['refused']} refused)"
-        if reporter is not None:
-            reporter.write_line(line)
-        else:
-            print(line)
-
-
 def _mutate(data: dict, field: str, value: object, mode: str) -> dict:
     out = dict(data)
     if mode == "replace":
