@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlorch.environment import QUIET_ENV
 from mlorch.errors import ConfigError, preview
-from mlorch.names import ERROR_TAG, PARENT_RUN_TAG
+from mlorch.names import ERROR_TAG, EXPERIMENT_KIND_TAG, PARENT_RUN_TAG, TRAINING_KIND
 from mlorch.project import home
 from mlorch.tracking.bulk import BulkRuns, open_bulk
 from mlorch.tracking.limits import MAX_TAG, METRICS_PER_REQUEST, PARAMS_TAGS_PER_REQUEST, chunks, retry_busy
@@ -169,7 +169,8 @@ class RunStore:
                 safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
                 location = (self.artifact_root / safe).as_uri()
             try:
-                exp_id = self.client.create_experiment(name, artifact_location=location)
+                tags = {EXPERIMENT_KIND_TAG: TRAINING_KIND}  # the UI files it under model training
+                exp_id = self.client.create_experiment(name, artifact_location=location, tags=tags)
             except Exception:  # created meanwhile by another process
                 exp = self.client.get_experiment_by_name(name)
                 if exp is None:
