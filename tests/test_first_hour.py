@@ -142,11 +142,11 @@ def test_space_entries_are_checked_against_the_annotations(project):
 def test_experiments_open_in_the_uis_training_view(cluster, store):
     """MLflow 3.17's UI picks its view from the URL's workflowType, else the browser's storage, else GenAI:
     mlorch ui prints the runs table's URL in the training view, and experiments are tagged as training ones."""
-    from mlorch.cli.ui import runs_url
     from mlorch.execution.runner import run_flow
+    from mlorch.tracking.ui_view import runs_url
 
     run_flow(fh.scored, (), {"lr": 0.02}, cluster=cluster)
     experiment = store.client.get_experiment_by_name("first-hour")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    url = runs_url("http://127.0.0.1:5000", store)
+    url = runs_url("http://127.0.0.1:5000", store.client)
     assert url == f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"

@@ -1,7 +1,10 @@
 """`mlorch ui` shows a sweep in the real MLflow UI: checked in headless Chromium (Playwright).
 
-The browser is Debian's Chromium (installed by .ci/setup-services); Playwright never downloads one.
-Every request that does not go to the local server is aborted, so nothing leaves the machine.
+The browser starts from a fresh profile (nothing pre-set in its storage) and opens the URL
+`mlorch ui` prints, as a user would. It is Debian's Chromium (installed by
+.ci/setup-services); Playwright never downloads one. Every request that does not go to the
+local server is aborted, so nothing leaves the machine. Screenshots are kept in
+`test-artifacts/ui/` (CI keeps that folder).
 """
 
 from __future__ import annotations
@@ -27,12 +30,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-QUIET_UI = """
-for (const [k, v] of Object.entries({
-  "mlflow.assistant.panelOpen_v1": false, "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": true,
-  "mlflow.detectIssues.guidanceShown_v1": true, "_mlflow_model_registry_promo_modal_dismissed_v1": true,
-  "mlflow.workflowType_v1": "machine_learning"})) { localStorage.setItem(k, JSON.stringify(v)); }
-"""
+ARTIFACTS = __import__("pathlib").Path(ROOT) / "test-artifacts" / "ui"
 
 
 @pytest.fixture
@@ -72,6 +70,7 @@ def test_sweep_is_browsable_in_the_mlflow_ui(populated_project, tmp_path):
     from playwright.sync_api import sync_playwright
 
     home, experiment_id, parent, children, study = populated_project
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MLORCH_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     ui = subprocess.Popen(
@@ -85,19 +84,21 @@ def test_sweep_is_browsable_in_the_mlflow_ui(populated_project, tmp_path):
     )
     try:
         seen = []
+        runs_page = None
         for line in ui.stdout:  # the server's own start-up lines come first
             seen.append(line)
-            match = re.search(r"MLflow UI for .*: (http://127\.0\.0\.1:\d+)", line)
+            match = re.search(r"training view: (http://127\.0\.0\.1:\d+/\S+)", line)
             if match or len(seen) > 200:
+                runs_page = match.group(1) if match else None
                 break
-        assert match, f"mlorch ui printed no 127.0.0.1 URL: {seen!r}"
-        url = match.group(1)
-        base = url + "/#/experiments/" + experiment_id
+        assert runs_page, f"mlorch ui printed no runs URL: {seen!r}"
+        url = runs_page.split("/#/")[0]
+        view = "viewStateShareKey=mlorch-ui-sweep&workflowType=machine_learning"  # the sweep's view, training view
+        assert runs_page == f"{url}/#/experiments/{experiment_id}/runs?{view}"
         blocked = []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            context = browser.new_context(viewport={"width": 1400, "height": 900})
-            context.add_init_script(QUIET_UI)
+            context = browser.new_context(viewport={"width": 1600, "height": 900})  # a fresh profile
 
             def guard(route):
                 if route.request.url.startswith(url):
@@ -108,22 +109,35 @@ def test_sweep_is_browsable_in_the_mlflow_ui(populated_project, tmp_path):
 
             context.route("**/*", guard)
             page = context.new_page()
-            page.goto(base + "/runs?workflowType=machine_learning", wait_until="domcontentloaded")
+            page.goto(runs_page, wait_until="domcontentloaded")  # the URL mlorch ui printed
             name_cell = '[col-id="attributes.`Run Name`"]'
             parent_row = page.locator(f'[role=row][row-id="{parent.info.run_id}"]:has({name_cell})')
             parent_row.wait_for(timeout=60_000)
             assert page.get_by_text("4 matching runs").first.is_visible()  # the parent and its 3 trials
-            parent_row.locator(f"{name_cell} button").first.click()  # expand the sweep's parent run
-            for child in children:
-                page.locator(f'[role=row][row-id="{child.info.run_id}"]:has({name_cell})').wait_for(timeout=30_000)
-            page.screenshot(path=str(tmp_path / "runs.png"))
+            page.screenshot(path=str(ARTIFACTS / "runs-first-view.png"))
+            # The swept parameter and the target metric are columns without any clicking.
+            for column in ("params.`lr`", "metrics.`val_loss`"):
+                page.locator(f'[role=columnheader][col-id="{column}"]').first.wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "runs.png"))
+            parent_row.locator(f"{name_cell} button").first.click()  # only a run with nested runs has one: expand it
+            for child in children:  # the trials, nested under the sweep's parent run
+                row = page.locator(f'[role=row][row-id="{child.info.run_id}"]:has({name_cell})')
+                row.wait_for(timeout=30_000)
+            value = page.locator(f'[role=row][row-id="{children[0].info.run_id}"] [col-id="metrics.`val_loss`"]').first
+            assert value.inner_text().strip() != ""  # the trial's val_loss is in its row
+            page.screenshot(path=str(ARTIFACTS / "runs-nested.png"))
 
             best = study.best_run_id
-            page.goto(f"{base}/runs/{best}/model-metrics", wait_until="domcontentloaded")
+            page.goto(f"{url}/#/experiments/{experiment_id}/runs/{best}/model-metrics?workflowType=machine_learning")
             points = page.locator(".js-plotly-plot .scatterlayer .point")
             points.first.wait_for(timeout=60_000)
             assert points.count() == 10  # train_loss logged at steps 0..9 from a worker process
-            page.screenshot(path=str(tmp_path / "metrics.png"))
+            page.screenshot(path=str(ARTIFACTS / "metrics.png"))
+
+            page.goto(f"{url}/#/models/ui-clf?workflowType=machine_learning", wait_until="domcontentloaded")
+            page.get_by_text("best-ui-sweep").first.wait_for(timeout=60_000)  # the sweep's own alias
+            page.get_by_text("@ best").or_(page.get_by_text("best", exact=True)).first.wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "model.png"))
             browser.close()
         assert blocked == []
     finally:

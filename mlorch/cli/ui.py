@@ -127,24 +127,9 @@ def _watchdog(server: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
     )
 
 
-TRAINING_VIEW = "workflowType=machine_learning"  # MLflow 3.17's UI opens in its GenAI view without it
-
-
-def runs_url(url: str, store: Any) -> str:
-    """The runs table of the experiment updated last, in the UI's training view (a URL parameter:
-    MLflow 3.17 decides the view from it, else from the browser's storage, else GenAI)."""
-    try:
-        experiments = store.client.search_experiments(order_by=["last_update_time DESC"], max_results=5)
-        latest = next((e for e in experiments if e.name != "Default"), None)
-    except Exception:  # an empty or unreadable store: the experiment list
-        latest = None
-    if latest is None:
-        return f"{url}/#/experiments?{TRAINING_VIEW}"
-    return f"{url}/#/experiments/{latest.experiment_id}/runs?{TRAINING_VIEW}"
-
-
 def main(args: argparse.Namespace) -> int:
     from mlorch.tracking.store import RunStore
+    from mlorch.tracking.ui_view import runs_url
 
     store = RunStore.open(args.tracking_uri)  # creates the database once, here, not in the server
     uri = store.tracking_uri
@@ -164,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
         url = f"http://{args.host}:{port}"
         _wait_ready(url, proc, args.timeout)
         print(f"MLflow UI for {uri}: {url}  (Ctrl-C to stop)", flush=True)
-        print(f"  runs of the latest experiment, training view: {runs_url(url, store)}", flush=True)
+        print(f"  runs of the latest experiment, training view: {runs_url(url, store.client)}", flush=True)
         proc.wait()
         return int(proc.returncode or 0)
     except KeyboardInterrupt:

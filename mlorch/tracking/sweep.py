@@ -55,6 +55,7 @@ from mlorch.tracking.hook import SweepTrialHook
 from mlorch.tracking.params import param_items
 from mlorch.tracking.repro import repro_tags
 from mlorch.tracking.store import RunStore
+from mlorch.tracking.ui_view import sweep_view, write_sweep_view
 
 if TYPE_CHECKING:
     import optuna
@@ -120,11 +121,26 @@ class SweepTracker:
                 self.store.heartbeat.add(existing)
                 self.store.set_tags(existing, tags)  # this run's state of the code, not the first run's
                 self.parent_run_id = existing
+                self._write_view(study, summary)
                 return
             except Exception as exc:
                 log.warning("could not reopen the sweep's MLflow run %s (%s); making a new one", existing, exc)
         self.parent_run_id = self.store.create_run(experiment, study.study_name, params=dict(summary), tags=tags)
         study.set_user_attr(PARENT_ATTR, self.parent_run_id)
+        self._write_view(study, summary)
+
+    def _write_view(self, study: optuna.Study, summary: Mapping[str, Any]) -> None:
+        """The MLflow UI's runs table for this sweep: its parameters and metrics as columns (see ``ui_view``)."""
+        space = summary.get("space")
+        params = list(space) if isinstance(space, Mapping) else []
+        metrics = self.metrics or [
+            "objective" if len(study.directions) == 1 else f"objective_{i}" for i in range(len(study.directions))
+        ]
+        try:
+            view = sweep_view(params, metrics)
+            write_sweep_view(self.store.client, self.store.experiment_id(self.experiment), study.study_name, view)
+        except Exception as exc:  # the UI's view is a convenience: never stop a sweep for it
+            log.debug("sweep tracking: could not write the MLflow UI view: %s", exc)
 
     def sweep_resumed(self, *, study: optuna.Study, trial_ids: Mapping[int, int], **_: Any) -> None:
         """Make every finished trial's run end as the trial did (a dead driver may not have ended or even written it)."""
