@@ -76,7 +76,10 @@ def test_other_kinds_go_through_the_same_path(tmp_path, kind, expected):
         ("kind: slurm\njobs: {min: 3, max: 2}\n", r"min \(3\) is larger than max \(2\)"),
         ("kind: slurm\njobs: {mx: 2}\n", r"unknown field 'jobs.mx'; did you mean 'max'\?"),
         ("kind: slurm\ngpus_per_job: 2\nprocesses: 1\ncores: 2\n", r"processes \(1\) must equal gpus_per_job \(2\)"),
-        ("kind: slurm\ngpus_per_job: 4\ncores: 2\n", r"cores \(2\) is less than processes \(4\)"),
+        (
+            "kind: slurm\ngpus_per_job: 4\ncores: 2\n",
+            r"cores \(2\) is less than gpus_per_job \(4\): each worker process needs a core",
+        ),
         ("kind: slurm\nsecurity: 'no'\n", r"field 'security'"),
         ("kind: slurm\nwalltime: '00:01:00'\nleave_before_walltime: 2m\n", r"leave_before_walltime .* not shorter than walltime"),
         ("kind: slurmm\n", r"unknown cluster kind 'slurmm'; did you mean 'slurm'\?"),

@@ -194,11 +194,7 @@ class TrackingHook:
         with _sig_lock:  # sweep threads end runs concurrently: keep the count exact
             _finishing += 1
         try:
-            if error is None:
-                self.logged = returned_numbers(result)
-                if self.logged:
-                    store.log_metrics(run_id, self.logged)
-            self._finish(run, store, run_id, error)
+            self._finish(run, store, run_id, error, result)
         except Exception as exc:  # never hide the flow's own error behind a tracking one
             log.warning("tracking: could not end run %s cleanly: %s: %s", run_id, type(exc).__name__, exc)
         finally:
@@ -209,7 +205,18 @@ class TrackingHook:
             if self.signals:
                 _restore_sigterm()
 
-    def _finish(self, run: FlowRun, store: RunStore, run_id: str, error: BaseException | None) -> None:
+    def _log_returned(self, store: RunStore, run_id: str, result: Any) -> None:
+        """The numbers the flow returned, as metrics, unless its tasks logged a metric of that name
+        (their history stays theirs). Runs after the flush barrier, so what tasks logged is in."""
+        numbers = returned_numbers(result)
+        if not numbers:
+            return
+        existing = set(store.client.get_run(run_id).data.metrics)
+        self.logged = {k: v for k, v in numbers.items() if k not in existing}
+        if self.logged:
+            store.log_metrics(run_id, self.logged)
+
+    def _finish(self, run: FlowRun, store: RunStore, run_id: str, error: BaseException | None, result: Any = None) -> None:
         interrupted = isinstance(error, KeyboardInterrupt)
         emit.flush(run_id)  # points the flow body logged in this process
         sink.barrier(run.cluster.client, run_id, timeout=5.0 if interrupted else 60.0)
@@ -234,6 +241,11 @@ class TrackingHook:
                 store.log_bytes(run_id, scrub(trace).encode(), "error.txt", "mlorch")
         if tags:
             store.set_tags(run_id, tags)
+        if error is None:
+            try:
+                self._log_returned(store, run_id, result)
+            except Exception as exc:  # the run still ends in its state
+                log.warning("tracking: could not log the numbers run %s returned: %s", run_id, exc)
         self._close(store, run_id, status, message)
 
 

@@ -55,11 +55,12 @@ def write_sweep_view(client: Any, experiment_id: str, study_name: str, view: dic
 
 
 def runs_url(url: str, client: Any) -> str:
-    """The runs table of the experiment updated last, in the training view, with the view its last
-    sweep wrote (if any); the experiment list when the store has none."""
+    """The runs table of the experiment with the newest run, in the training view, with the view its
+    last sweep wrote (if any); the experiment list when the store has no run."""
     try:
-        experiments = client.search_experiments(order_by=["last_update_time DESC"], max_results=5)
-        latest = next((e for e in experiments if e.name != "Default"), None)
+        experiments = {e.experiment_id: e for e in client.search_experiments(max_results=1000)}
+        newest = client.search_runs(list(experiments), order_by=["attributes.start_time DESC"], max_results=1)
+        latest = experiments.get(newest[0].info.experiment_id) if newest else None
     except Exception:  # an empty or unreadable store
         latest = None
     if latest is None:
