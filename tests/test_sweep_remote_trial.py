@@ -1,0 +1,111 @@
+"""A plain Optuna objective on a worker whose Optuna calls the driver answers (``tuning/remote_trial.py``).
+
+Real LocalCluster (2 worker processes, its scheduler in this process), real journal files;
+each reference is Optuna's own ``study.optimize`` with the same sampler class, one trial at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import mlorch as mo
+from tests.resources import remote_objectives as ro
+
+
+def _reference(objective, n: int, **study_kwargs) -> optuna.Study:
+    study = optuna.create_study(**study_kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(objective, n_trials=n, n_jobs=1)
+    return study
+
+
+def _sweep(objective, tmp_path: Path, cluster, name: str, **kwargs) -> mo.Sweep:
+    return mo.sweep(
+        objective,
+        n_trials=kwargs.pop("n_trials", 6),
+        max_concurrency=kwargs.pop("max_concurrency", 1),
+        storage=str(tmp_path / "journal" / f"{name}.log"),
+        name=name,
+        cluster=cluster,
+        progress=False,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("objective", [ro.two_params, ro.conditional], ids=["fixed", "conditional"])
+def test_a_stateful_sampler_draws_as_in_study_optimize(objective, cluster, project, no_tracking, tmp_path):
+    n = 8
+    sweep = _sweep(objective, tmp_path, cluster, f"stateful-{objective.__name__}", n_trials=n, sampler=ro.CountingSampler())
+    reference = _reference(objective, n, sampler=ro.CountingSampler())
+    got = [t.params for t in sweep.study.trials]
+    assert got == [t.params for t in reference.trials]
+    assert [t.value for t in sweep.study.trials] == pytest.approx([t.value for t in reference.trials])
+    assert sweep.study.sampler.calls == reference.sampler.calls  # the driver's one sampler, no copies
+
+
+def test_trials_in_flight_share_the_driver_sampler(cluster, project, no_tracking, tmp_path):
+    """Four at once: every value comes from the driver's one counting sampler, none twice."""
+    sweep = _sweep(ro.two_params, tmp_path, cluster, "in-flight", n_trials=12, max_concurrency=4, sampler=ro.CountingSampler())
+    trials = sweep.study.trials
+    assert len(trials) == 12 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert sweep.study.sampler.calls == 3 * 12
+    xs = [t.params["x"] for t in trials]
+    assert len(set(xs)) == len(xs)
+
+
+def test_optuna_helpers_and_numpy_attributes_work_on_the_worker(cluster, project, no_tracking, tmp_path, monkeypatch):
+    import os
+
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    monkeypatch.setenv("MLORCH_TEST_ARTIFACTS", str(artifacts))
+    cluster.client.run(lambda: os.environ.__setitem__("MLORCH_TEST_ARTIFACTS", str(artifacts)))
+    sweep = _sweep(ro.helpers, tmp_path, cluster, "helpers", n_trials=3, max_concurrency=2)
+    driver_pid = os.getpid()
+    for t in sweep.study.trials:
+        assert t.state == TrialState.COMPLETE, t.user_attrs
+        x = t.params["x"]
+        assert t.user_attrs["arr"] == pytest.approx(list(np.arange(3) * x))
+        assert t.user_attrs["scalar"] == pytest.approx(x)
+        assert t.user_attrs["pid"] != driver_pid  # it ran on a worker
+        meta = json.loads(t.system_attrs[f"artifacts:{t.user_attrs['artifact']}"])
+        assert (artifacts / meta["artifact_id"]).read_text() == f"x={x}"
+        from optuna.terminator.erroreval import _CROSS_VALIDATION_SCORES_KEY
+
+        assert t.system_attrs[_CROSS_VALIDATION_SCORES_KEY] == pytest.approx([x, x / 2, x / 3])
+
+
+def test_report_and_should_prune_prune_as_study_optimize_does(cluster, project, no_tracking, tmp_path):
+    pruner = {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0}
+    n = 10
+    sweep = _sweep(ro.pruned, tmp_path, cluster, "pruned", n_trials=n, sampler=ro.CountingSampler(), pruner=pruner)
+    reference = _reference(
+        ro.pruned, n, sampler=ro.CountingSampler(), pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    )
+    got = [(t.state, t.params, t.intermediate_values) for t in sweep.study.trials]
+    want = [(t.state, t.params, t.intermediate_values) for t in reference.trials]
+    assert got == want
+    assert any(t.state == TrialState.PRUNED for t in sweep.study.trials)
+
+
+def test_workers_never_open_the_storage(cluster, project, no_tracking, tmp_path):
+    folder = tmp_path / "journal"
+    folder.mkdir()
+    cluster.client.run(ro.watch_opens, str(folder))
+    sweep = _sweep(ro.two_params, tmp_path, cluster, "no-storage", n_trials=6, max_concurrency=2)
+    assert all(t.state == TrialState.COMPLETE for t in sweep.study.trials)
+    assert (folder / "no-storage.log").exists()
+    assert cluster.client.run(ro.opened) == {w: [] for w in cluster.client.scheduler_info(n_workers=-1)["workers"]}
+    from mlorch.tuning import storage
+
+    assert cluster.client.run(lambda: list(storage._cache)) == {
+        w: [] for w in cluster.client.scheduler_info(n_workers=-1)["workers"]
+    }
