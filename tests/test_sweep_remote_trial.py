@@ -7,6 +7,10 @@ each reference is Optuna's own ``study.optimize`` with the same sampler class, o
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -51,6 +55,16 @@ def test_a_stateful_sampler_draws_as_in_study_optimize(objective, cluster, proje
     assert sweep.study.sampler.calls == reference.sampler.calls  # the driver's one sampler, no copies
 
 
+def test_tpe_proposes_as_in_study_optimize(cluster, project, no_tracking, tmp_path):
+    """Seeded TPE past its random start-up, one trial at a time: the same proposals as Optuna's own loop
+    (the driver's sampler sees every finished trial, not a stale per-thread snapshot of the study)."""
+    n = 24
+    sampler = {"name": "tpe", "seed": 7, "n_startup_trials": 4}
+    sweep = _sweep(ro.two_params, tmp_path, cluster, "tpe-parity", n_trials=n, sampler=sampler)
+    reference = _reference(ro.two_params, n, sampler=optuna.samplers.TPESampler(seed=7, n_startup_trials=4, constant_liar=True))
+    assert [t.params for t in sweep.study.trials] == [t.params for t in reference.trials]
+
+
 def test_trials_in_flight_share_the_driver_sampler(cluster, project, no_tracking, tmp_path):
     """Four at once: every value comes from the driver's one counting sampler, none twice."""
     sweep = _sweep(ro.two_params, tmp_path, cluster, "in-flight", n_trials=12, max_concurrency=4, sampler=ro.CountingSampler())
@@ -62,8 +76,6 @@ def test_trials_in_flight_share_the_driver_sampler(cluster, project, no_tracking
 
 
 def test_optuna_helpers_and_numpy_attributes_work_on_the_worker(cluster, project, no_tracking, tmp_path, monkeypatch):
-    import os
-
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     monkeypatch.setenv("MLORCH_TEST_ARTIFACTS", str(artifacts))
@@ -109,3 +121,31 @@ def test_workers_never_open_the_storage(cluster, project, no_tracking, tmp_path)
     assert cluster.client.run(lambda: list(storage._cache)) == {
         w: [] for w in cluster.client.scheduler_info(n_workers=-1)["workers"]
     }
+
+
+ADDRESS_DRIVER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    import mlorch as mo
+    from tests.resources import remote_objectives as ro
+    mo.sweep(ro.which_trial, n_trials=3, max_concurrency=2, name="elsewhere", storage={journal!r},
+             progress=False, tracking=False, cluster={{"kind": "address", "address": {address!r}}})
+    """
+)
+
+
+def test_a_scheduler_in_another_process_falls_back_to_the_storage(cluster, project, tmp_path):
+    """The sweep's driver here is a subprocess: the scheduler (this process's LocalCluster) is not in it."""
+    journal = tmp_path / "journal" / "elsewhere.log"
+    script = tmp_path / "driver.py"
+    root = str(Path(__file__).resolve().parents[1])
+    script.write_text(ADDRESS_DRIVER.format(root=root, journal=str(journal), address=cluster.client.scheduler.address))
+    proc = subprocess.run(
+        [sys.executable, str(script)], env={**os.environ, "MLORCH_HOME": str(project)}, capture_output=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = optuna.load_study(study_name="elsewhere", storage=storage).trials
+    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert {t.user_attrs["trial_class"] for t in trials} == {"Trial"}

@@ -44,7 +44,8 @@ return is the typical case; objectives whose parameters are always the same neve
 
 Optuna internals used (checked against optuna 5.0.0): ``Trial._suggest`` (the one funnel
 of ``suggest_float``/``suggest_int``/``suggest_categorical``) is overridden on the worker
-and called on the driver.
+and called on the driver; the per-thread trial cache of ``Study`` is dropped before the
+server's thread samples for another trial (see ``TrialServer._sampling_for``).
 """
 
 from __future__ import annotations
@@ -167,6 +168,7 @@ class TrialServer:
         self.known: dict[str, BaseDistribution] = {}  # in the order first asked for
         self.volatile: set[str] = set()
         self.returned = 0  # trials that returned a value (so asked for every parameter they need)
+        self._sampling: int | None = None  # the trial this thread last sampled for
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlorch-trial-server")
 
     def submit(self, payload: bytes) -> Future[bytes]:
@@ -180,9 +182,20 @@ class TrialServer:
         """The trial's task ended (``completed``: it returned, so it asked for all it needed)."""
         self._executor.submit(self._close, trial, completed).result()
 
+    def _sampling_for(self, tid: int) -> None:
+        """Optuna caches the study's trials per thread from a trial's first sample until the next
+        ``ask``/``tell`` on that thread (``Study._thread_local``, optuna 5.0.0). This thread asks and
+        tells nothing, so it drops the cache when it samples for another trial than last time:
+        each trial's samplers see the study as of its first sample, as under ``study.optimize``."""
+        if self._sampling != tid:
+            self._sampling = tid
+            self.study._thread_local.cached_all_trials = None
+
     def _open(self, trial: optuna.Trial) -> RemoteTrialSpec:
         tid = trial_id(trial)
         self.trials[tid] = trial
+        self._sampling = None  # a new trial: always a fresh view (a trial id may repeat across studies)
+        self._sampling_for(tid)
         if self.presuggest:
             asked = trial.distributions
             for name, distribution in list(self.known.items()):
@@ -242,6 +255,7 @@ class TrialServer:
         if op == "suggest":
             name, distribution = rest
             self._learn(name, distribution)
+            self._sampling_for(tid)
             return trial._suggest(name, distribution)
         if op == "report":
             return trial.report(*rest)
