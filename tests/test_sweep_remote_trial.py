@@ -75,6 +75,16 @@ def test_trials_in_flight_share_the_driver_sampler(cluster, project, no_tracking
     assert len(set(xs)) == len(xs)
 
 
+def test_the_sampler_sees_the_parameters_of_every_trial_in_flight(cluster, project, no_tracking, tmp_path):
+    """What TPE's constant liar needs: when a trial is sampled, the others running hold their parameters."""
+    sampler = ro.LiarWatchingSampler()
+    _sweep(ro.slow_two_params, tmp_path, cluster, "liar", n_trials=10, max_concurrency=3, sampler=sampler)
+    later = [(number, others) for number, others in sampler.seen if number >= 3]
+    assert [number for number, _ in later] == list(range(3, 10))
+    for number, others in later:
+        assert others == [["c", "k", "x"]] * 2, (number, others)
+
+
 def test_optuna_helpers_and_numpy_attributes_work_on_the_worker(cluster, project, no_tracking, tmp_path, monkeypatch):
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
@@ -149,3 +159,18 @@ def test_a_scheduler_in_another_process_falls_back_to_the_storage(cluster, proje
     trials = optuna.load_study(study_name="elsewhere", storage=storage).trials
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
     assert {t.user_attrs["trial_class"] for t in trials} == {"Trial"}
+
+
+def test_the_optuna_internals_remote_trial_relies_on_are_still_there():
+    """``remote_trial.py`` overrides and calls ``Trial._suggest`` and drops ``Study``'s per-thread trial
+    cache (checked against optuna 5.0.0); an Optuna upgrade that moves either fails here first."""
+    import inspect
+
+    assert list(inspect.signature(optuna.Trial._suggest).parameters) == ["self", "name", "distribution"]
+    for method in ("suggest_float", "suggest_int", "suggest_categorical"):
+        assert "self._suggest(" in inspect.getsource(getattr(optuna.Trial, method)), method
+    study = optuna.create_study()
+    assert study._thread_local.cached_all_trials is None
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    study._get_trials(deepcopy=False, use_cache=True)
+    assert study._thread_local.cached_all_trials is not None

@@ -104,3 +104,25 @@ def which_trial(trial: optuna.Trial) -> float:
     x = trial.suggest_float("x", 0, 1)
     trial.set_user_attr("trial_class", type(trial).__name__)
     return x
+
+
+class LiarWatchingSampler(CountingSampler):
+    """Records, at each sample, the other RUNNING trials and the parameters they already hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, list[list[str]]]] = []
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str, distribution: BaseDistribution) -> Any:
+        if param_name == "x":
+            running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            self.seen.append((trial.number, [sorted(t.params) for t in running if t.number != trial.number]))
+        return super().sample_independent(study, trial, param_name, distribution)
+
+
+def slow_two_params(trial: optuna.Trial) -> float:
+    import time
+
+    value = two_params(trial)
+    time.sleep(0.3)
+    return value
