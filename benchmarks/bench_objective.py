@@ -112,7 +112,8 @@ def main() -> None:
             rate, fifths, total = bench_mlorch(n, folder, tracking)
             label = f"mlorch mo.sweep, LocalCluster, tracking {'on ' if tracking else 'off'}"
             rows.append((label, rate, fifths, total))
-    print(f"{n} TPE trials of a trivial two-parameter objective, 2 worker slots:")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{n} TPE trials of a trivial two-parameter objective, 2 worker slots (load average after: {load}):")
     for label, rate, fifths, total in rows:
         per = " ".join(f"{f:6.1f}" for f in fifths)
         extra = "" if total is None else f"; {total:.1f}/s until mo.sweep returned"

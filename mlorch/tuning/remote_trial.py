@@ -106,14 +106,14 @@ def serve_trials(study: optuna.Study, client: Any, name: str) -> TrialServer | N
     server = TrialServer(study, handler, name)
     with _servers_lock:
         _servers[handler] = weakref.ref(server)
+    weakref.finalize(server, _forget_server, handler)
     try:
         attached = bool(client.run_on_scheduler(_attach, handler=handler))
     except Exception as exc:  # e.g. a scheduler process that cannot import mlorch
         log.debug("sweep '%s': no trial server on the scheduler: %s", name, exc)
         attached = False
     if not attached:
-        with _servers_lock:
-            _servers.pop(handler, None)
+        _forget_server(handler)
         log.info(
             "sweep '%s': the scheduler runs in another process; objective trials reopen the study on the workers",
             name,
@@ -136,6 +136,11 @@ def _attach(handler: str, dask_scheduler: Any = None) -> bool:
 
     dask_scheduler.handlers[handler] = answer
     return True
+
+
+def _forget_server(handler: str) -> None:
+    with _servers_lock:
+        _servers.pop(handler, None)
 
 
 def _server(handler: str) -> TrialServer | None:
