@@ -347,11 +347,11 @@ class SweepDriver:
             value = self.client.gather(rec.future, direct=True)  # from the worker, not via the scheduler
         except BaseException as exc:  # noqa: BLE001
             if server is not None:
-                server.close(rec.trial, completed=False)
+                server.close(rec.trial, None)
             self._objective_ended(rec, None, exc)
         else:
             if server is not None:
-                server.close(rec.trial, completed=True)
+                value = server.close(rec.trial, value)  # the objective's value
             self._objective_ended(rec, value, None)
 
     def _objective_ended(self, rec: TrialRecord, value: Any, error: BaseException | None) -> None:

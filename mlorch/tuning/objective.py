@@ -26,7 +26,7 @@ from typing import Any
 
 import optuna
 
-from mlorch.tuning.remote_trial import RemoteTrial, RemoteTrialSpec
+from mlorch.tuning.remote_trial import RemoteTrial, RemoteTrialSpec, Returned
 from mlorch.tuning.storage import StorageSpec, storage_from_spec
 
 __all__ = ["ObjectiveCall", "run_objective"]
@@ -46,9 +46,11 @@ class ObjectiveCall:
 
 
 def run_objective(call: ObjectiveCall) -> Any:
-    """The objective's return value; ``optuna.TrialPruned`` and errors propagate to the driver."""
+    """The objective's return value (with the names it asked for, for a RemoteTrial: the driver
+    pre-suggests only parameters every trial asks for); ``optuna.TrialPruned`` and errors propagate."""
     if call.remote is not None:
-        return _plain(call.objective(RemoteTrial(call.remote, pruner=call.pruner)))
+        trial = RemoteTrial(call.remote, pruner=call.pruner)
+        return Returned(_plain(call.objective(trial)), frozenset(trial.asked))
     sampler = call.sampler
     assert sampler is not None
     sampler.reseed_rng()  # each trial unpickles the same sampler state: draw fresh numbers

@@ -73,7 +73,7 @@ from mlorch.tuning.optuna_private import storage_of, trial_id
 if TYPE_CHECKING:
     from optuna.study._frozen import FrozenStudy
 
-__all__ = ["RemoteTrial", "RemoteTrialSpec", "TrialServer", "serve_trials"]
+__all__ = ["RemoteTrial", "RemoteTrialSpec", "Returned", "TrialServer", "serve_trials"]
 
 log = get_logger("mlorch.sweep")
 HANDLER_PREFIX = "mlorch_trial_"
@@ -93,6 +93,14 @@ class RemoteTrialSpec:
     study_id: int
     directions: tuple[StudyDirection, ...]
     trial: FrozenTrial  # as the driver holds it after pre-suggesting
+
+
+@dataclass(frozen=True)
+class Returned:
+    """What a RemoteTrial's task returns: the objective's value and the parameters it asked for."""
+
+    value: Any
+    asked: frozenset[str]
 
 
 # -- the driver's side ---------------------------------------------------------------------
@@ -183,9 +191,10 @@ class TrialServer:
         """Serve ``trial`` (pre-suggesting the known parameters); what the worker gets."""
         return self._executor.submit(self._open, trial).result()
 
-    def close(self, trial: optuna.Trial, completed: bool) -> None:
-        """The trial's task ended (``completed``: it returned, so it asked for all it needed)."""
-        self._executor.submit(self._close, trial, completed).result()
+    def close(self, trial: optuna.Trial, returned: Returned | None) -> Any:
+        """The trial's task ended; ``returned`` if it returned (not raised). The objective's value."""
+        self._executor.submit(self._close, trial, returned).result()
+        return None if returned is None else returned.value
 
     def _sampling_for(self, tid: int) -> None:
         """Optuna caches the study's trials per thread from a trial's first sample until the next
@@ -199,7 +208,7 @@ class TrialServer:
     def _open(self, trial: optuna.Trial) -> RemoteTrialSpec:
         tid = trial_id(trial)
         self.trials[tid] = trial
-        self._sampling = None  # a new trial: always a fresh view (a trial id may repeat across studies)
+        self._sampling = None  # a fresh view of the study for each new trial
         self._sampling_for(tid)
         if self.presuggest:
             asked = trial.distributions
@@ -215,12 +224,11 @@ class TrialServer:
             trial=copy.deepcopy(self.storage.get_trial(tid)),
         )
 
-    def _close(self, trial: optuna.Trial, completed: bool) -> None:
+    def _close(self, trial: optuna.Trial, returned: Returned | None) -> None:
         self.trials.pop(trial_id(trial), None)
-        if completed:
+        if returned is not None:  # it asked for every parameter it needed: the others are conditional
             self.returned += 1
-            asked = trial.distributions
-            for name in [n for n in self.known if n not in asked]:
+            for name in [n for n in self.known if n not in returned.asked]:
                 self._forget(name)
 
     def _forget(self, name: str) -> None:
@@ -342,8 +350,10 @@ class RemoteTrial(optuna.Trial):
         storage = RemoteStorage(self._driver, spec)
         study = optuna.Study(spec.study_name, storage=storage, sampler=_DriverSampler(), pruner=pruner)
         super().__init__(study, spec.trial_id)
+        self.asked: set[str] = set()  # names the objective asked for (some the driver pre-suggested)
 
     def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
+        self.asked.add(name)
         cached = self._cached_frozen_trial
         if cached.distributions.get(name) == distribution:  # pre-suggested, or asked before
             return cached.params[name]

@@ -126,3 +126,11 @@ def slow_two_params(trial: optuna.Trial) -> float:
     value = two_params(trial)
     time.sleep(0.3)
     return value
+
+
+def conditional_first(trial: optuna.Trial) -> float:
+    """``y`` only on even trials, so the first trial asks for it and the driver pre-suggests it once."""
+    x = trial.suggest_float("x", 0, 1)
+    if trial.number % 2 == 0:
+        x += trial.suggest_float("y", 0, 1)
+    return x
