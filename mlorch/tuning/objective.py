@@ -49,8 +49,8 @@ def run_objective(call: ObjectiveCall) -> Any:
     """The objective's return value (with the names it asked for, for a RemoteTrial: the driver
     pre-suggests only parameters every trial asks for); ``optuna.TrialPruned`` and errors propagate."""
     if call.remote is not None:
-        trial = RemoteTrial(call.remote, pruner=call.pruner)
-        return Returned(_plain(call.objective(trial)), frozenset(trial.asked))
+        remote = RemoteTrial(call.remote, pruner=call.pruner)
+        return Returned(_plain(call.objective(remote)), frozenset(remote.asked))
     sampler = call.sampler
     assert sampler is not None
     sampler.reseed_rng()  # each trial unpickles the same sampler state: draw fresh numbers
