@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_objective.py                 # 2,000 trials, all three
     .venv/bin/python benchmarks/bench_objective.py --trials 500
+    .venv/bin/python benchmarks/bench_objective.py --round-trips   # no pre-suggestion (for comparison)
 
 One script run, same machine, same objective (two float parameters, a quadratic), TPE
 (Optuna 5.0's defaults; mlorch's "tpe" keeps ``constant_liar=True``, Optuna's default):
@@ -101,8 +102,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--skip-untracked", action="store_true", help="only Optuna and mlorch with tracking")
+    parser.add_argument(
+        "--round-trips", action="store_true", help="no pre-suggestion: every suggest_* of a worker asks the driver"
+    )
     args = parser.parse_args()
     n = args.trials
+    if args.round_trips:
+        from mlorch.tuning.remote_trial import TrialServer
+
+        TrialServer.presuggest = False
     base, base_fifths = bench_optuna(n)
     rows = [("optuna study.optimize(n_jobs=2), in memory", base, base_fifths, None)]
     with tempfile.TemporaryDirectory(prefix="bench-objective-") as tmp:
