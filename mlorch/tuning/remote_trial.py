@@ -192,8 +192,12 @@ class TrialServer:
         return self._executor.submit(self._open, trial).result()
 
     def close(self, trial: optuna.Trial, returned: Returned | None) -> Any:
-        """The trial's task ended; ``returned`` if it returned (not raised). The objective's value."""
-        self._executor.submit(self._close, trial, returned).result()
+        """The trial's task ended; ``returned`` if it returned (not raised). The objective's value.
+        Never raises: the driver must hear of every trial's end."""
+        try:
+            self._executor.submit(self._close, trial, returned).result()
+        except Exception as exc:  # bookkeeping only: the trial's outcome does not depend on it
+            log.warning("sweep '%s': trial server could not close trial %d: %s", self.sweep, trial.number, exc)
         return None if returned is None else returned.value
 
     def _sampling_for(self, tid: int) -> None:
