@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
@@ -186,3 +187,13 @@ def test_the_optuna_internals_remote_trial_relies_on_are_still_there():
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
     study._get_trials(deepcopy=False, use_cache=True)
     assert study._thread_local.cached_all_trials is not None
+
+
+def test_a_timed_out_trial_that_calls_the_driver_later_changes_nothing(cluster, project, no_tracking, tmp_path):
+    sweep = _sweep(ro.first_overstays, tmp_path, cluster, "overstay", n_trials=3, max_concurrency=2, timeout=1.0)
+    trials = sweep.study.trials
+    assert trials[0].state == TrialState.FAIL and "timed out" in trials[0].user_attrs["mlorch.error"]
+    assert trials[0].intermediate_values == {}
+    assert [t.state for t in trials[1:]] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    time.sleep(2.0)  # the zombie's report reaches the driver, which refuses it
+    assert sweep.study.trials[0].intermediate_values == {}

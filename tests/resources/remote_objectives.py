@@ -134,3 +134,14 @@ def conditional_first(trial: optuna.Trial) -> float:
     if trial.number % 2 == 0:
         x += trial.suggest_float("y", 0, 1)
     return x
+
+
+def first_overstays(trial: optuna.Trial) -> float:
+    """Trial 0 is still running (and reporting) after the sweep's timeout closed it."""
+    import time
+
+    x = trial.suggest_float("x", 0, 1)
+    if trial.number == 0:
+        time.sleep(2.5)
+        trial.report(x, 0)  # the driver no longer serves this trial: raises here
+    return x
