@@ -125,7 +125,11 @@ class SweepDriver:
         self.client = handle.client
         self.study = study
         self.storage_spec = storage_spec
-        if plan.kind == "objective" and not handle.workers_share_files:
+        from mlorch.tuning.remote_trial import serve_trials
+
+        # The driver answers an objective's Optuna calls when the scheduler runs in this process.
+        self.trial_server = serve_trials(study, self.client, plan.name) if plan.kind == "objective" else None
+        if plan.kind == "objective" and self.trial_server is None and not handle.workers_share_files:
             from mlorch.tuning.storage import serve_from_scheduler
 
             # Batch jobs may not see the driver's files: serve the study through the scheduler.
@@ -348,24 +352,31 @@ class SweepDriver:
     def _objective_trial(self, rec: TrialRecord) -> None:
         from mlorch.tuning.objective import ObjectiveCall, run_objective
 
+        server = self.trial_server
         try:
             self._trial_started_safely(rec)
+            remote = server.open(rec.trial) if server is not None else None
             call = ObjectiveCall(
                 objective=self.plan.target,
                 study_name=self.study.study_name,
                 storage=self.storage_spec,
-                sampler=self.plan.sampler,
+                sampler=self.plan.sampler if remote is None else None,
                 pruner=self.plan.pruner,
                 trial_id=trial_id(rec.trial),
                 number=rec.number,
                 sweep=self.plan.name,
+                remote=remote,
             )
             key = f"mlorch-trial-{self.plan.target_name}-{rec.number}-{uuid.uuid4().hex[:8]}"
             rec.future = self.client.submit(run_objective, call, key=key, pure=False, resources=self.plan.resources)
             value = self.client.gather(rec.future, direct=True)  # from the worker, not via the scheduler
         except BaseException as exc:  # noqa: BLE001
+            if server is not None:
+                server.close(rec.trial, None)
             self._objective_ended(rec, None, exc)
         else:
+            if server is not None:
+                value = server.close(rec.trial, value)  # the objective's value
             self._objective_ended(rec, value, None)
 
     def _objective_ended(self, rec: TrialRecord, value: Any, error: BaseException | None) -> None:

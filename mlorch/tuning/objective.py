@@ -1,15 +1,21 @@
 """Running a plain Optuna objective ``def objective(trial)`` on a worker, unchanged.
 
-Such an objective defines its space by calling ``trial.suggest_*`` as it runs, so
-the worker needs a real ``optuna.Trial``: it reopens the study from the storage spec
-(the journal file: one machine or a shared file system) and wraps the trial the
-driver asked for (``optuna.Trial(study, trial_id)``). Parameters the sweep's
-``space=`` pre-suggested on the driver come back as they are; others are sampled on
-the worker by a copy of the sweep's sampler, reseeded per trial so parallel copies
-do not draw the same numbers (so with ``seed=`` only the driver's pre-suggested
-parameters are reproducible). ``trial.report``/``should_prune`` work as in
-``study.optimize``. The worker never tells the trial: it returns the value, and the
-driver tells (one place decides COMPLETE/PRUNED/FAIL for every kind of target).
+Such an objective defines its space by calling ``trial.suggest_*`` as it runs. Two ways
+to give it a real ``optuna.Trial``:
+
+- where the scheduler runs in the driver's process (LocalCluster, dask-jobqueue), a
+  :class:`~mlorch.tuning.remote_trial.RemoteTrial`: every Optuna call is answered by the
+  driver's own trial, sampler, pruner and storage (``remote_trial.py``), and the worker
+  never opens the storage;
+- otherwise (``kind: address``) the worker reopens the study from the storage spec (the
+  journal file: one machine or a shared file system; ``DaskStorage`` on batch clusters)
+  and wraps the trial the driver asked for (``optuna.Trial(study, trial_id)``). Parameters
+  the driver already suggested come back as they are; others are sampled on the worker by
+  a copy of the sweep's sampler, reseeded per trial so parallel copies do not draw the
+  same numbers (so a stateful sampler does not behave as in ``study.optimize``).
+
+Either way the worker never tells the trial: it returns the value, and the driver tells
+(one place decides COMPLETE/PRUNED/FAIL for every kind of target).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 import optuna
 
+from mlorch.tuning.remote_trial import RemoteTrial, RemoteTrialSpec, Returned
 from mlorch.tuning.storage import StorageSpec, storage_from_spec
 
 __all__ = ["ObjectiveCall", "run_objective"]
@@ -30,16 +37,22 @@ class ObjectiveCall:
     objective: Callable[[optuna.Trial], Any]
     study_name: str
     storage: StorageSpec
-    sampler: optuna.samplers.BaseSampler
+    sampler: optuna.samplers.BaseSampler | None  # None with ``remote``: the driver samples
     pruner: optuna.pruners.BasePruner
     trial_id: int
     number: int
     sweep: str
+    remote: RemoteTrialSpec | None = None  # set: the driver answers the trial's calls
 
 
 def run_objective(call: ObjectiveCall) -> Any:
-    """The objective's return value; ``optuna.TrialPruned`` and errors propagate to the driver."""
+    """The objective's return value (with the names it asked for, for a RemoteTrial: the driver
+    pre-suggests only parameters every trial asks for); ``optuna.TrialPruned`` and errors propagate."""
+    if call.remote is not None:
+        remote = RemoteTrial(call.remote, pruner=call.pruner)
+        return Returned(_plain(call.objective(remote)), frozenset(remote.asked))
     sampler = call.sampler
+    assert sampler is not None
     sampler.reseed_rng()  # each trial unpickles the same sampler state: draw fresh numbers
     study = optuna.load_study(
         study_name=call.study_name, storage=storage_from_spec(call.storage), sampler=sampler, pruner=call.pruner

@@ -1,0 +1,133 @@
+"""A long TPE sweep of a plain Optuna objective: mo.sweep against Optuna's own loop (issue 11).
+
+    .venv/bin/python benchmarks/bench_objective.py                 # 2,000 trials, all three
+    .venv/bin/python benchmarks/bench_objective.py --trials 500
+    .venv/bin/python benchmarks/bench_objective.py --round-trips   # no pre-suggestion (for comparison)
+
+One script run, same machine, same objective (two float parameters, a quadratic), TPE
+(Optuna 5.0's defaults; mlorch's "tpe" keeps ``constant_liar=True``, Optuna's default):
+  - optuna:   ``study.optimize(objective, n_jobs=2)`` on an in-memory study, no tracking;
+  - mlorch:   ``mo.sweep(objective)`` on a LocalCluster of 2 worker processes (1 thread each),
+              the project journal, a parent MLflow run plus one child run per trial on a fresh
+              SQLite store ("tracking"), and once more with ``tracking=False``.
+The rate is trials/s from the sweep's start to the last trial's completion (Optuna's
+``datetime_complete``); per fifth, from the previous fifth's last completion. TPE costs more
+per trial as the study grows, so the fifths show whether mlorch keeps up late in the sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+def objective(trial):
+    x = trial.suggest_float("x", -10, 10)
+    y = trial.suggest_float("y", -10, 10)
+    return (x - 2) ** 2 + (y + 1) ** 2
+
+
+def _rates(start: float, trials) -> tuple[float, list[float]]:
+    """(overall trials/s, trials/s per fifth) from the completion times."""
+    ends = sorted(t.datetime_complete.timestamp() for t in trials)
+    n = len(ends)
+    cuts = [round(n * i / 5) for i in range(6)]
+    fifths = []
+    for a, b in zip(cuts, cuts[1:]):
+        begin = start if a == 0 else ends[a - 1]
+        fifths.append((b - a) / max(ends[b - 1] - begin, 1e-9))
+    return n / (ends[-1] - start), fifths
+
+
+def bench_optuna(n: int) -> tuple[float, list[float]]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="bench-optuna")
+    start = time.time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study.optimize(objective, n_trials=n, n_jobs=2)
+    assert len(study.trials) == n
+    return _rates(start, study.trials)
+
+
+def bench_mlorch(n: int, folder: Path, tracking: bool) -> tuple[float, list[float], float]:
+    """(trials/s to the last completion, per fifth, trials/s until mo.sweep returned)."""
+    import mlorch as mo
+
+    os.environ["MLORCH_HOME"] = str(folder / "home")
+    os.environ["MLFLOW_TRACKING_URI"] = _fresh_store(folder)
+    os.environ["MLORCH_TRACKING"] = "on" if tracking else "off"
+    if tracking:
+        from mlorch.tracking.store import RunStore
+
+        RunStore.open()  # opened once per process, as in any session
+    with mo.cluster(n_workers=2, gpus=0, dashboard_address=None) as cluster:
+        cluster.client.wait_for_workers(2, timeout=60)
+        start = time.time()
+        name = f"bench-objective-{'tracked' if tracking else 'untracked'}"
+        sweep = mo.sweep(objective, n_trials=n, name=name, cluster=cluster, progress=False, tracking=tracking)
+        total = time.time() - start
+    assert sweep.n_finished == n, sweep.n_finished
+    if tracking:
+        from mlorch.tracking.store import RunStore
+
+        store = RunStore.open()
+        runs = store.client.search_runs([store.experiment_id(name)], max_results=50000)
+        assert len(runs) == n + 1 and all(r.info.status == "FINISHED" for r in runs), len(runs)
+    rate, fifths = _rates(start, sweep.study.trials)
+    return rate, fifths, n / total
+
+
+def _fresh_store(folder: Path) -> str:
+    """An empty, already migrated SQLite MLflow store (creation is not what is measured)."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments(max_results=1)
+    return uri
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=2000)
+    parser.add_argument("--skip-untracked", action="store_true", help="only Optuna and mlorch with tracking")
+    parser.add_argument(
+        "--round-trips", action="store_true", help="no pre-suggestion: every suggest_* of a worker asks the driver"
+    )
+    args = parser.parse_args()
+    n = args.trials
+    if args.round_trips:
+        from mlorch.tuning.remote_trial import TrialServer
+
+        TrialServer.presuggest = False
+    base, base_fifths = bench_optuna(n)
+    rows = [("optuna study.optimize(n_jobs=2), in memory", base, base_fifths, None)]
+    with tempfile.TemporaryDirectory(prefix="bench-objective-") as tmp:
+        for tracking in (True, False) if not args.skip_untracked else (True,):
+            folder = Path(tmp) / ("tracked" if tracking else "untracked")
+            folder.mkdir()
+            rate, fifths, total = bench_mlorch(n, folder, tracking)
+            label = f"mlorch mo.sweep, LocalCluster, tracking {'on ' if tracking else 'off'}"
+            rows.append((label, rate, fifths, total))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{n} TPE trials of a trivial two-parameter objective, 2 worker slots (load average after: {load}):")
+    for label, rate, fifths, total in rows:
+        per = " ".join(f"{f:6.1f}" for f in fifths)
+        extra = "" if total is None else f"; {total:.1f}/s until mo.sweep returned"
+        print(f"  {label:46s}: {rate:6.1f} trials/s ({rate / base:.2f}x){extra}")
+        print(f"  {'':46s}  per fifth: {per}")
+
+
+if __name__ == "__main__":
+    main()

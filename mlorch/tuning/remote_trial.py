@@ -1,0 +1,468 @@
+"""A plain Optuna objective on a worker, with every Optuna call answered by the sweep driver.
+
+The worker gets a :class:`RemoteTrial`, a real ``optuna.Trial`` subclass (so
+``isinstance`` holds and helpers such as ``optuna.artifacts.upload_artifact`` or
+``optuna.terminator.report_cross_validation_scores`` work), whose ``suggest_*``,
+``report``, ``should_prune``, ``set_user_attr`` and storage calls (``trial.storage``,
+``trial.study``'s reads) travel to the driver. There, :class:`TrialServer` calls the
+driver's own ``optuna.Trial`` (the one ``study.ask()`` returned, holding the sweep's
+sampler and pruner) and the driver's storage. So the sampler is the driver's one object,
+as in ``study.optimize``: a stateful or custom sampler does not repeat itself on copies,
+TPE's constant liar sees every trial in flight, and workers never open the storage.
+
+Transport: a scheduler handler (as optuna-integration's ``DaskStorage`` registers its
+own). It only works where the scheduler runs in the driver's process (LocalCluster,
+dask-jobqueue clusters); :func:`serve_trials` finds out by registering through
+``run_on_scheduler`` and looking for the server in the module's registry, which only the
+driver's process has. Elsewhere (``kind: address``: a scheduler in its own process) it
+returns None and the sweep keeps the storage-based path of ``objective.py`` (the worker
+reopens the journal, or ``DaskStorage`` on batch clusters, and samples with a copy of the
+sampler). On the worker a call is ``worker.scheduler.<handler>(payload=...)`` on the
+worker's own connection pool; requests and replies are pickled (values as plain
+in-memory Optuna accepts them, numpy arrays included). The scheduler's event loop only
+forwards: the Optuna work runs on one driver thread, so calls are answered one at a time
+in arrival order.
+
+Speed: a round trip per ``suggest_*`` would cost more than a trivial objective. Right
+after the trial is asked, the driver *pre-suggests* every parameter earlier trials asked
+for (same name and distribution, in the order first seen, with the driver's trial, so the
+values are in the storage before the trial leaves and the sampler is called in the order
+``study.optimize`` would call it) and sends them with the trial; the worker's
+``suggest_*`` of such a parameter is then local. Only a new parameter or a changed
+distribution asks the driver. A parameter is pre-suggested only while every trial that
+returned asked for it, with one distribution: one first asked for after a trial returned
+without it, one a returned trial did not ask for, and one asked with a second distribution
+are conditional or dynamic, and every trial asks the driver for them from then on.
+
+Limits: the first time a parameter turns out conditional or dynamic, trials already
+pre-suggested may differ from ``study.optimize``: a trial that does not ask for a
+pre-suggested parameter still has it in its params (the sampler drew it), and one asking
+with a changed distribution gets the pre-suggested value (as Optuna does for a name asked
+twice in one trial: an incompatible distribution raises, a compatible one warns). A
+parameter asked in the first trials in flight and then skipped by the first trial to
+return is the typical case; objectives whose parameters are always the same never meet it.
+
+Optuna internals used (checked against optuna 5.0.0): ``Trial._suggest`` (the one funnel
+of ``suggest_float``/``suggest_int``/``suggest_categorical``) is overridden on the worker
+and called on the driver; the per-thread trial cache of ``Study`` is dropped before the
+server's thread samples for another trial (see ``TrialServer._sampling_for``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import threading
+import weakref
+from collections.abc import Callable, Container, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.distributions import BaseDistribution, check_distribution_compatibility
+from optuna.storages import BaseStorage, InMemoryStorage
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
+
+from mlorch.log import get_logger
+from mlorch.tuning.optuna_private import storage_of, trial_id
+
+if TYPE_CHECKING:
+    from optuna.study._frozen import FrozenStudy
+
+__all__ = ["RemoteTrial", "RemoteTrialSpec", "Returned", "TrialServer", "serve_trials"]
+
+log = get_logger("mlorch.sweep")
+HANDLER_PREFIX = "mlorch_trial_"
+_servers: dict[str, weakref.ref[TrialServer]] = {}  # this process's servers, by handler name
+_servers_lock = threading.Lock()
+# Storage writes whose last argument is a value the storage may have to write as JSON.
+_VALUE_WRITES = frozenset({"set_trial_user_attr", "set_trial_system_attr", "set_study_user_attr", "set_study_system_attr"})
+
+
+@dataclass(frozen=True)
+class RemoteTrialSpec:
+    """What the worker needs to build its :class:`RemoteTrial` (pickled with the task)."""
+
+    handler: str
+    trial_id: int
+    study_name: str
+    study_id: int
+    directions: tuple[StudyDirection, ...]
+    trial: FrozenTrial  # as the driver holds it after pre-suggesting
+
+
+@dataclass(frozen=True)
+class Returned:
+    """What a RemoteTrial's task returns: the objective's value and the parameters it asked for."""
+
+    value: Any
+    asked: frozenset[str]
+
+
+# -- the driver's side ---------------------------------------------------------------------
+
+
+def serve_trials(study: optuna.Study, client: Any, name: str) -> TrialServer | None:
+    """A server answering workers' trial calls, or None if the scheduler is not in this process."""
+    import uuid
+
+    handler = f"{HANDLER_PREFIX}{uuid.uuid4().hex}"
+    server = TrialServer(study, handler, name)
+    with _servers_lock:
+        _servers[handler] = weakref.ref(server)
+    weakref.finalize(server, _forget_server, handler)
+    try:
+        attached = bool(client.run_on_scheduler(_attach, handler=handler))
+    except Exception as exc:  # e.g. a scheduler process that cannot import mlorch
+        log.debug("sweep '%s': no trial server on the scheduler: %s", name, exc)
+        attached = False
+    if not attached:
+        _forget_server(handler)
+        log.info(
+            "sweep '%s': the scheduler runs in another process; objective trials reopen the study on the workers",
+            name,
+        )
+        return None
+    return server
+
+
+def _attach(handler: str, dask_scheduler: Any = None) -> bool:
+    """Runs on the scheduler: register the handler if this is the driver's process."""
+    with _servers_lock:
+        if handler not in _servers:
+            return False
+
+    async def answer(comm: Any = None, payload: bytes = b"") -> bytes:
+        server = _server(handler)
+        if server is None:
+            return _reply(False, RuntimeError("the sweep that ran this trial has ended"))
+        return await asyncio.wrap_future(server.submit(payload))
+
+    dask_scheduler.handlers[handler] = answer
+    return True
+
+
+def _forget_server(handler: str) -> None:
+    with _servers_lock:
+        _servers.pop(handler, None)
+
+
+def _server(handler: str) -> TrialServer | None:
+    with _servers_lock:
+        ref = _servers.get(handler)
+    return ref() if ref is not None else None
+
+
+def _reply(ok: bool, value: Any) -> bytes:
+    from distributed.protocol.pickle import dumps
+
+    try:
+        return bytes(dumps((ok, value)))
+    except Exception as exc:  # an unpicklable result or error: say what it was
+        return bytes(dumps((False, RuntimeError(f"{type(value).__name__}: {value} (could not be sent: {exc})"))))
+
+
+class TrialServer:
+    """The driver's end: its trials by id, the parameters worth pre-suggesting, one Optuna thread."""
+
+    presuggest = True  # False: every suggest_* of a worker is a round trip (the reference behaviour)
+
+    def __init__(self, study: optuna.Study, handler: str, sweep: str):
+        self.study = study
+        self.storage = storage_of(study)
+        self.handler = handler
+        self.sweep = sweep
+        self.json_only = not isinstance(self.storage, InMemoryStorage)
+        self.trials: dict[int, optuna.Trial] = {}
+        self.known: dict[str, BaseDistribution] = {}  # in the order first asked for
+        self.volatile: set[str] = set()
+        self.returned = 0  # trials that returned a value (so asked for every parameter they need)
+        self._sampling: int | None = None  # the trial this thread last sampled for
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlorch-trial-server")
+
+    def submit(self, payload: bytes) -> Future[bytes]:
+        return self._executor.submit(self._answer, payload)
+
+    def open(self, trial: optuna.Trial) -> RemoteTrialSpec:
+        """Serve ``trial`` (pre-suggesting the known parameters); what the worker gets."""
+        return self._executor.submit(self._open, trial).result()
+
+    def close(self, trial: optuna.Trial, returned: Returned | None) -> Any:
+        """The trial's task ended; ``returned`` if it returned (not raised). The objective's value.
+        Never raises: the driver must hear of every trial's end."""
+        try:
+            self._executor.submit(self._close, trial, returned).result()
+        except Exception as exc:  # bookkeeping only: the trial's outcome does not depend on it
+            log.warning("sweep '%s': trial server could not close trial %d: %s", self.sweep, trial.number, exc)
+        return None if returned is None else returned.value
+
+    def _sampling_for(self, tid: int) -> None:
+        """Optuna caches the study's trials per thread from a trial's first sample until the next
+        ``ask``/``tell`` on that thread (``Study._thread_local``, optuna 5.0.0). This thread asks and
+        tells nothing, so it drops the cache when it samples for another trial than last time:
+        each trial's samplers see the study as of its first sample, as under ``study.optimize``."""
+        if self._sampling != tid:
+            self._sampling = tid
+            self.study._thread_local.cached_all_trials = None
+
+    def _open(self, trial: optuna.Trial) -> RemoteTrialSpec:
+        tid = trial_id(trial)
+        self.trials[tid] = trial
+        self._sampling = None  # a fresh view of the study for each new trial
+        self._sampling_for(tid)
+        if self.presuggest:
+            asked = trial.distributions
+            for name, distribution in list(self.known.items()):
+                if name not in asked:
+                    trial._suggest(name, distribution)
+        return RemoteTrialSpec(
+            handler=self.handler,
+            trial_id=tid,
+            study_name=self.study.study_name,
+            study_id=self.storage.get_study_id_from_name(self.study.study_name),
+            directions=tuple(self.study.directions),
+            trial=copy.deepcopy(self.storage.get_trial(tid)),
+        )
+
+    def _close(self, trial: optuna.Trial, returned: Returned | None) -> None:
+        self.trials.pop(trial_id(trial), None)
+        if returned is not None:  # it asked for every parameter it needed: the others are conditional
+            self.returned += 1
+            for name in [n for n in self.known if n not in returned.asked]:
+                self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        self.known.pop(name, None)
+        self.volatile.add(name)
+
+    def _learn(self, name: str, distribution: BaseDistribution) -> None:
+        if name in self.volatile:
+            return
+        known = self.known.get(name)
+        if known is None and self.returned:  # a trial returned without it: conditional
+            self.volatile.add(name)
+        elif known is None:
+            self.known[name] = distribution
+        elif known != distribution:
+            self._forget(name)
+
+    def _answer(self, payload: bytes) -> bytes:
+        from distributed.protocol.pickle import loads
+
+        try:
+            request = loads(payload)
+            return _reply(True, self._call(request[0], *request[1:]))
+        except BaseException as exc:  # noqa: BLE001 - raised again on the worker
+            return _reply(False, exc)
+
+    def _call(self, op: str, *args: Any) -> Any:
+        if op == "storage":
+            method, arguments = args
+            if method in _VALUE_WRITES:
+                arguments = (*arguments[:-1], self._storable(arguments[-1]))
+            return getattr(self.storage, method)(*arguments)
+        tid, *rest = args
+        trial = self.trials.get(tid)
+        if trial is None:
+            raise RuntimeError(f"sweep '{self.sweep}': trial id {tid} is no longer running (timed out or ended)")
+        if op == "suggest":
+            name, distribution = rest
+            self._learn(name, distribution)
+            self._sampling_for(tid)
+            return trial._suggest(name, distribution)
+        if op == "report":
+            return trial.report(*rest)
+        if op == "should_prune":
+            return trial.should_prune()
+        if op == "set_user_attr":
+            key, value = rest
+            return trial.set_user_attr(key, self._storable(value))
+        raise ValueError(f"unknown trial call {op!r}")
+
+    def _storable(self, value: Any) -> Any:
+        """``value`` as the storage can write it: JSON for a journal or a database, as is in memory."""
+        if not self.json_only:
+            return value
+        try:
+            json.dumps(value)
+            return value
+        except (TypeError, ValueError):
+            return json.loads(json.dumps(value, default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars (and anything else with ``tolist``/``item``) as JSON values."""
+    for method in ("tolist", "item"):
+        convert = getattr(value, method, None)
+        if callable(convert):
+            return convert()
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError(f"a {type(value).__name__} cannot be stored as JSON: {value!r}")
+
+
+# -- the worker's side ---------------------------------------------------------------------
+
+
+class _Channel:
+    """Calls to the driver through the worker's connection to the scheduler."""
+
+    def __init__(self, handler: str):
+        from distributed import get_worker
+
+        self.handler = handler
+        self.worker = get_worker()
+
+    def __call__(self, *request: Any) -> Any:
+        from distributed.protocol.pickle import dumps, loads
+        from distributed.utils import sync
+
+        send = getattr(self.worker.scheduler, self.handler)
+        ok, value = loads(sync(self.worker.loop, send, payload=bytes(dumps(request))))
+        if not ok:
+            raise value
+        return value
+
+
+class _DriverSampler(optuna.samplers.BaseSampler):
+    """The worker's study's sampler: sampling is the driver's (a RemoteTrial never calls it)."""
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        raise RuntimeError("in an mlorch sweep, the driver samples; ask the trial (trial.suggest_*), not the study's sampler")
+
+
+class RemoteTrial(optuna.Trial):
+    """The ``optuna.Trial`` an objective gets on a worker (see the module docstring)."""
+
+    def __init__(self, spec: RemoteTrialSpec, pruner: optuna.pruners.BasePruner, call: Callable[..., Any] | None = None):
+        self._driver = call if call is not None else _Channel(spec.handler)
+        self._id = spec.trial_id
+        storage = RemoteStorage(self._driver, spec)
+        study = optuna.Study(spec.study_name, storage=storage, sampler=_DriverSampler(), pruner=pruner)
+        super().__init__(study, spec.trial_id)
+        self.asked: set[str] = set()  # names the objective asked for (some the driver pre-suggested)
+
+    def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
+        self.asked.add(name)
+        cached = self._cached_frozen_trial
+        if cached.distributions.get(name) == distribution:  # pre-suggested, or asked before
+            return cached.params[name]
+        if name in cached.distributions:
+            check_distribution_compatibility(cached.distributions[name], distribution)
+        value = self._driver("suggest", self._id, name, distribution)
+        if name not in cached.distributions:
+            cached.distributions[name] = distribution
+            cached.params[name] = value
+        return value
+
+    def report(self, value: float, step: int) -> None:
+        self._driver("report", self._id, value, step)
+        self._cached_frozen_trial.intermediate_values.setdefault(step, float(value))
+
+    def should_prune(self) -> bool:
+        return bool(self._driver("should_prune", self._id))
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self._driver("set_user_attr", self._id, key, value)
+        self._cached_frozen_trial.user_attrs[key] = value
+
+
+class RemoteStorage(BaseStorage):
+    """``trial.storage`` on a worker: every call is the driver's storage's (the study's id,
+    name and directions, and the trial's first read, are known locally)."""
+
+    def __init__(self, call: Callable[..., Any], spec: RemoteTrialSpec):
+        self._driver = call
+        self._spec = spec
+        self._first_read: FrozenTrial | None = copy.deepcopy(spec.trial)
+
+    def _forward(self, method: str, *args: Any) -> Any:
+        return self._driver("storage", method, args)
+
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        return int(self._forward("create_new_study", directions, study_name))
+
+    def delete_study(self, study_id: int) -> None:
+        self._forward("delete_study", study_id)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._forward("set_study_user_attr", study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._forward("set_study_system_attr", study_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        if study_name == self._spec.study_name:
+            return self._spec.study_id
+        return int(self._forward("get_study_id_from_name", study_name))
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        if study_id == self._spec.study_id:
+            return self._spec.study_name
+        return str(self._forward("get_study_name_from_id", study_id))
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        if study_id == self._spec.study_id:
+            return list(self._spec.directions)
+        return list(self._forward("get_study_directions", study_id))
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return dict(self._forward("get_study_user_attrs", study_id))
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return dict(self._forward("get_study_system_attrs", study_id))
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        return list(self._forward("get_all_studies"))
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return int(self._forward("create_new_trial", study_id, template_trial))
+
+    def set_trial_param(
+        self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
+    ) -> None:
+        self._forward("set_trial_param", trial_id, param_name, param_value_internal, distribution)
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        return int(self._forward("get_trial_id_from_study_id_trial_number", study_id, trial_number))
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        return bool(self._forward("set_trial_state_values", trial_id, state, values))
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self._forward("set_trial_intermediate_value", trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._forward("set_trial_user_attr", trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._forward("set_trial_system_attr", trial_id, key, value)
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        first = self._first_read
+        if first is not None and trial_id == self._spec.trial_id:  # optuna.Trial.__init__'s read
+            self._first_read = None
+            return first
+        trial: FrozenTrial = self._forward("get_trial", trial_id)
+        return trial
+
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        if states is not None:
+            states = tuple(s for s in TrialState if s in states)  # any container, sent as a tuple
+        return list(self._forward("get_all_trials", study_id, False, states))
