@@ -273,3 +273,26 @@ def test_a_trial_repeating_an_earlier_ones_parameters_says_so_and_reuse_can_be_o
     assert run.data.tags["mlorch.duplicate_of"] == str(first.number)
     assert len(sf.records(log, "train")) == (1 if reuse else 2)  # the same keys reuse the result; a salt runs it again
     assert second.value == first.value
+
+
+def test_gc_after_trial_collects_on_the_worker_after_each_objective(cluster, project, tmp_path):
+    import gc
+
+    def full_collections() -> int:
+        return gc.get_stats()[2]["collections"]  # gc.collect() is a generation-2 collection
+
+    def delta(**options) -> int:
+        before = sum(cluster.client.run(full_collections).values())
+        mo.sweep(op.quadratic, n_trials=4, max_concurrency=1, cluster=cluster, progress=False, **options)
+        return sum(cluster.client.run(full_collections).values()) - before
+
+    without = delta(study_name="no-gc")
+    assert delta(study_name="gc", gc_after_trial=True) >= without + 4  # one more per trial
+
+
+def test_a_plain_objective_sweeps_an_in_memory_study(cluster, project):
+    """The driver answers the trials, so a study the workers could never reopen works (as in Optuna)."""
+    study = enqueued(optuna.create_study(), XS[:3])
+    swept = mo.sweep(op.quadratic, study=study, n_trials=3, cluster=cluster, progress=False)
+    assert [t.params["x"] for t in study.trials] == XS[:3] and all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert swept.best_value == study.best_value

@@ -143,11 +143,6 @@ def sweep(
         reuse_results=reuse_results,
     )
     storage_obj, spec = open_storage(plan.storage)
-    if plan.kind == "objective" and spec[0] == "object":
-        raise ConfigError(
-            "storage: a plain Optuna objective runs on the workers, which reopen the study; "
-            "give a journal file path or a database URL (or None for the project journal)"
-        )
     lease = acquire(spec, plan.name)  # before anything else: a second driver must not touch the study
     try:
         handle, owned = _cluster(cluster)

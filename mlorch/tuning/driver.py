@@ -129,6 +129,12 @@ class SweepDriver:
 
         # The driver answers an objective's Optuna calls when the scheduler runs in this process.
         self.trial_server = serve_trials(study, self.client, plan.name) if plan.kind == "objective" else None
+        if plan.kind == "objective" and self.trial_server is None and storage_spec[0] == "object":
+            raise ConfigError(
+                "storage: an Optuna storage object works for a plain objective where the driver answers its "
+                "trials (local and batch clusters); this cluster's scheduler runs elsewhere, so the workers "
+                "reopen the study: give a journal file path or a database URL"
+            )
         if plan.kind == "objective" and self.trial_server is None and not handle.workers_share_files:
             from mlorch.tuning.storage import serve_from_scheduler
 
@@ -366,6 +372,7 @@ class SweepDriver:
                 number=rec.number,
                 sweep=self.plan.name,
                 remote=remote,
+                gc_after_trial=self.plan.gc_after_trial,
             )
             key = f"mlorch-trial-{self.plan.target_name}-{rec.number}-{uuid.uuid4().hex[:8]}"
             rec.future = self.client.submit(run_objective, call, key=key, pure=False, resources=self.plan.resources)

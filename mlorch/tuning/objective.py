@@ -20,6 +20,7 @@ Either way the worker never tells the trial: it returns the value, and the drive
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,11 +44,20 @@ class ObjectiveCall:
     number: int
     sweep: str
     remote: RemoteTrialSpec | None = None  # set: the driver answers the trial's calls
+    gc_after_trial: bool = False  # gc.collect() once the objective returned (study.optimize's option)
 
 
 def run_objective(call: ObjectiveCall) -> Any:
     """The objective's return value (with the names it asked for, for a RemoteTrial: the driver
     pre-suggests only parameters every trial asks for); ``optuna.TrialPruned`` and errors propagate."""
+    try:
+        return _run(call)
+    finally:
+        if call.gc_after_trial:
+            gc.collect()
+
+
+def _run(call: ObjectiveCall) -> Any:
     if call.remote is not None:
         remote = RemoteTrial(call.remote, pruner=call.pruner)
         return Returned(_plain(call.objective(remote)), frozenset(remote.asked))
