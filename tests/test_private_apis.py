@@ -116,3 +116,18 @@ def test_spawned_workers_are_prepared_without_the_users_main_module():
 
     source = inspect.getsource(multiprocessing.spawn.prepare)
     assert all(key in source for key in MAIN_KEYS)
+
+
+def test_the_optuna_internals_remote_trial_relies_on_are_still_there():
+    """``remote_trial.py`` overrides and calls ``Trial._suggest`` and drops ``Study``'s per-thread trial
+    cache (checked against optuna 5.0.0); an Optuna upgrade that moves either fails here first."""
+    import inspect
+
+    assert list(inspect.signature(optuna.Trial._suggest).parameters) == ["self", "name", "distribution"]
+    for method in ("suggest_float", "suggest_int", "suggest_categorical"):
+        assert "self._suggest(" in inspect.getsource(getattr(optuna.Trial, method)), method
+    study = optuna.create_study()
+    assert study._thread_local.cached_all_trials is None
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    study._get_trials(deepcopy=False, use_cache=True)
+    assert study._thread_local.cached_all_trials is not None

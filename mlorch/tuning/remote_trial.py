@@ -42,10 +42,10 @@ twice in one trial: an incompatible distribution raises, a compatible one warns)
 parameter asked in the first trials in flight and then skipped by the first trial to
 return is the typical case; objectives whose parameters are always the same never meet it.
 
-Optuna internals used (checked against optuna 5.0.0): ``Trial._suggest`` (the one funnel
-of ``suggest_float``/``suggest_int``/``suggest_categorical``) is overridden on the worker
-and called on the driver; the per-thread trial cache of ``Study`` is dropped before the
-server's thread samples for another trial (see ``TrialServer._sampling_for``).
+Optuna internals, through ``optuna_private`` (checked against optuna 5.0.0): ``Trial._suggest``
+(the one funnel of ``suggest_float``/``suggest_int``/``suggest_categorical``) is overridden on
+the worker and called on the driver; the per-thread trial cache of ``Study`` is dropped before
+the server's thread samples for another trial (see ``TrialServer._sampling_for``).
 """
 
 from __future__ import annotations
@@ -58,20 +58,16 @@ import weakref
 from collections.abc import Callable, Container, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, check_distribution_compatibility
 from optuna.storages import BaseStorage, InMemoryStorage
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from mlorch.log import get_logger
-from mlorch.tuning.optuna_private import storage_of, trial_id
-
-if TYPE_CHECKING:
-    from optuna.study._frozen import FrozenStudy
+from mlorch.tuning.optuna_private import FrozenStudy, cached_trial, drop_thread_cache, storage_of, suggest_on, trial_id
 
 __all__ = ["RemoteTrial", "RemoteTrialSpec", "Returned", "TrialServer", "serve_trials"]
 
@@ -207,7 +203,7 @@ class TrialServer:
         each trial's samplers see the study as of its first sample, as under ``study.optimize``."""
         if self._sampling != tid:
             self._sampling = tid
-            self.study._thread_local.cached_all_trials = None
+            drop_thread_cache(self.study)
 
     def _open(self, trial: optuna.Trial) -> RemoteTrialSpec:
         tid = trial_id(trial)
@@ -218,7 +214,7 @@ class TrialServer:
             asked = trial.distributions
             for name, distribution in list(self.known.items()):
                 if name not in asked:
-                    trial._suggest(name, distribution)
+                    suggest_on(trial, name, distribution)
         return RemoteTrialSpec(
             handler=self.handler,
             trial_id=tid,
@@ -273,7 +269,7 @@ class TrialServer:
             name, distribution = rest
             self._learn(name, distribution)
             self._sampling_for(tid)
-            return trial._suggest(name, distribution)
+            return suggest_on(trial, name, distribution)
         if op == "report":
             return trial.report(*rest)
         if op == "should_prune":
@@ -358,7 +354,7 @@ class RemoteTrial(optuna.Trial):
 
     def _suggest(self, name: str, distribution: BaseDistribution) -> Any:
         self.asked.add(name)
-        cached = self._cached_frozen_trial
+        cached = cached_trial(self)
         if cached.distributions.get(name) == distribution:  # pre-suggested, or asked before
             return cached.params[name]
         if name in cached.distributions:
@@ -371,14 +367,14 @@ class RemoteTrial(optuna.Trial):
 
     def report(self, value: float, step: int) -> None:
         self._driver("report", self._id, value, step)
-        self._cached_frozen_trial.intermediate_values.setdefault(step, float(value))
+        cached_trial(self).intermediate_values.setdefault(step, float(value))
 
     def should_prune(self) -> bool:
         return bool(self._driver("should_prune", self._id))
 
     def set_user_attr(self, key: str, value: Any) -> None:
         self._driver("set_user_attr", self._id, key, value)
-        self._cached_frozen_trial.user_attrs[key] = value
+        cached_trial(self).user_attrs[key] = value
 
 
 class RemoteStorage(BaseStorage):
