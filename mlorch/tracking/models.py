@@ -13,8 +13,11 @@ for estimators skops cannot save; PyTorch uses ``"pickle"`` unless the caller pa
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import threading
+from collections.abc import Iterator
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -133,8 +136,20 @@ def log_packed_model(
                 info = mlflow.sklearn.log_model(model, serialization_format="cloudpickle", **kwargs)
         if not register:
             return None
-        version = mlflow.register_model(info.model_uri, name, await_registration_for=60, tags=tags)
+        with _registry_prints_to_debug():
+            version = mlflow.register_model(info.model_uri, name, await_registration_for=60, tags=tags)
     return int(version.version)
+
+
+@contextlib.contextmanager
+def _registry_prints_to_debug() -> Iterator[None]:
+    """``mlflow.register_model`` prints "Successfully registered model ..." to stderr; a sweep's console
+    shows its bar and summary instead, and the lines go to the log at DEBUG."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        yield
+    for line in buffer.getvalue().splitlines():
+        log.debug("mlflow: %s", line)
 
 
 def register_version(tracking_uri: str, model_uri: str, name: str) -> int:
@@ -142,4 +157,5 @@ def register_version(tracking_uri: str, model_uri: str, name: str) -> int:
     import mlflow
 
     with _uri_lock, pinned_tracking(tracking_uri):
-        return int(mlflow.register_model(model_uri, name, await_registration_for=60).version)
+        with _registry_prints_to_debug():
+            return int(mlflow.register_model(model_uri, name, await_registration_for=60).version)

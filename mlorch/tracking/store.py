@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlorch.environment import QUIET_ENV
 from mlorch.errors import ConfigError, preview
+from mlorch.log import quieted
 from mlorch.names import ERROR_TAG, EXPERIMENT_KIND_TAG, PARENT_RUN_TAG, TRAINING_KIND
 from mlorch.project import home
 from mlorch.tracking.bulk import BulkRuns, open_bulk
@@ -144,11 +145,12 @@ class RunStore:
             os.environ.setdefault(key, value)
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         db = sqlite_path(uri)
         lock = _file_lock(db) if db is not None else contextlib.nullcontext()
-        with lock:
-            client.search_experiments(max_results=1)  # creates and migrates the database once
+        with lock, quieted("mlflow.store.db.utils", "alembic"):
+            # MLflow creates and migrates the database when the client opens its store: once, under the lock.
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            client.search_experiments(max_results=1)
         store = cls(uri, client)
 
         try:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlorch.errors import ConfigError
 from mlorch.execution.cluster import ClusterHandle, active_cluster, default_cluster
-from mlorch.log import get_logger
+from mlorch.log import get_logger, quieted
 
 if TYPE_CHECKING:
     import optuna
@@ -198,14 +198,15 @@ def _open_study(plan: Plan, storage: optuna.storages.BaseStorage) -> optuna.Stud
             f"load_if_exists: study '{plan.name}' already exists in this storage and load_if_exists=False; "
             "give another name= or load_if_exists=True to resume it"
         )
-    study = optuna.create_study(
-        study_name=plan.name,
-        storage=storage,
-        sampler=plan.sampler,
-        pruner=plan.pruner,
-        directions=[optuna.study.StudyDirection[d.upper()] for d in plan.directions],
-        load_if_exists=True,
-    )
+    with quieted("optuna"):  # mlorch says itself whether the study is new or reused
+        study = optuna.create_study(
+            study_name=plan.name,
+            storage=storage,
+            sampler=plan.sampler,
+            pruner=plan.pruner,
+            directions=[optuna.study.StudyDirection[d.upper()] for d in plan.directions],
+            load_if_exists=True,
+        )
     trials = study.get_trials(deepcopy=False)
     if trials:
         counts = Counter(t.state.name.lower() for t in trials)
