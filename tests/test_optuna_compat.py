@@ -296,3 +296,36 @@ def test_a_plain_objective_sweeps_an_in_memory_study(cluster, project):
     swept = mo.sweep(op.quadratic, study=study, n_trials=3, cluster=cluster, progress=False)
     assert [t.params["x"] for t in study.trials] == XS[:3] and all(t.state == TrialState.COMPLETE for t in study.trials)
     assert swept.best_value == study.best_value
+
+
+def test_the_terminators_callback_stops_the_sweep_where_it_stops_optimize(cluster, project, tmp_path):
+    import warnings
+
+    from optuna.terminator import BestValueStagnationEvaluator, StaticErrorEvaluator, Terminator, TerminatorCallback
+
+    def callback() -> TerminatorCallback:
+        terminator = Terminator(
+            improvement_evaluator=BestValueStagnationEvaluator(max_stagnation_trials=2),
+            error_evaluator=StaticErrorEvaluator(0),
+            min_n_trials=2,
+        )
+        return TerminatorCallback(terminator)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        plain, study = optuna.create_study(), optuna.create_study(study_name="terminated", storage=journal(tmp_path))
+        for x in XS:  # every parameter enqueued: both studies see the same values, so the same stagnation
+            plain.enqueue_trial({"x": x, "y": 1})
+            study.enqueue_trial({"x": x, "y": 1})
+        plain.optimize(op.quadratic, n_trials=len(XS), callbacks=[callback()])
+        swept = mo.sweep(
+            op.quadratic,
+            study=study,
+            n_trials=len(XS),
+            max_concurrency=1,
+            callbacks=[callback()],
+            cluster=cluster,
+            progress=False,
+        )
+    finished = [t.number for t in swept.trials if t.state.is_finished()]
+    assert finished == [t.number for t in plain.trials if t.state.is_finished()] and len(finished) < len(XS)
