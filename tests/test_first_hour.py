@@ -70,14 +70,14 @@ def test_two_sweeps_of_one_model_name_each_keep_their_best(cluster, store, proje
     assert client.get_run(again.best_run_id).data.tags["mlorch.best_model"] == "models:/sweep-clf@best-models-a"
 
 
-def _mlorch(tmp_path, *args):
+def _mlorch(tmp_path, *args, tracking: str = "off"):
     import os
     import subprocess
     import sys
 
     from tests.conftest import ROOT
 
-    env = {**os.environ, "MLORCH_HOME": str(tmp_path / "project"), "MLORCH_TRACKING": "off"}
+    env = {**os.environ, "MLORCH_HOME": str(tmp_path / "project"), "MLORCH_TRACKING": tracking}
     return subprocess.run([sys.executable, "-m", "mlorch", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -154,3 +154,11 @@ def test_experiments_open_in_the_uis_training_view(cluster, store):
     assert url.startswith(runs) and url.endswith("workflowType=machine_learning"), url
     key = experiment.tags.get("mlorch.latest_view")
     assert (f"viewStateShareKey={key}&" in url) if key else url == runs + "workflowType=machine_learning"
+
+
+def test_mlorch_run_with_a_bad_tracking_uri_fails_first_in_one_line(tmp_path):
+    out = _mlorch(
+        tmp_path, "run", "experiments/digits.py:pipeline", "--tracking-uri", "bogus://x", "--cluster", "/x.yaml", tracking="on"
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("mlorch: error: tracking_uri: 'bogus://x' is not a store MLflow opens")

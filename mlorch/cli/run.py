@@ -8,6 +8,8 @@ import os
 from typing import Any
 
 from mlorch.errors import ConfigError
+from mlorch.tracking import enabled as tracking_enabled
+from mlorch.tracking.store import check_tracking_uri
 
 __all__ = ["add_parser", "main"]
 
@@ -39,6 +41,8 @@ def main(args: argparse.Namespace) -> int:
         problem = flow.parameter_problem(key) or flow.value_problem(key, value)
         if problem:
             raise ConfigError(f"--set {key}: {problem}")
+    if tracking_enabled(getattr(flow, "tracking", True)):
+        check_tracking_uri()  # a bad store fails here, before the cluster starts
     with mo.cluster(args.cluster) as handle:
         result = run_flow(flow, (), params, cluster=handle, progress=not args.no_progress)
     print(json.dumps(result, default=repr, indent=2))

@@ -134,6 +134,7 @@ class RunStore:
         with _open_lock:
             store = _stores.get(uri)
             if store is None:
+                check_tracking_uri(uri)  # a ConfigError naming the URI, not MLflow's own traceback
                 store = cls._create(uri)
                 _stores[uri] = store
         return store
