@@ -44,6 +44,12 @@ def _count(kind: str, verdict: str) -> None:
     COUNTS.setdefault(kind, {"accepted": 0, "refused": 0})[verdict] += 1
 
 
+@pytest.fixture(autouse=True)
+def elsewhere(tmp_path, monkeypatch):
+    """Mutated relative paths (a storage named "auto") land in a scratch folder, never in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _mutate(data: dict, field: str, value: object, mode: str) -> dict:
     out = dict(data)
     if mode == "replace":
@@ -91,11 +97,21 @@ def test_mutated_cluster_files_are_accepted_or_refused_by_name(path, data, value
     assert time.monotonic() - started < 2
 
 
+def _shipped_sweep() -> dict:
+    """The shipped sweep file's fields, with its target made absolute (the tests run elsewhere)."""
+    data = yaml.safe_load(SWEEP_FILE.read_text())
+    data["cluster"] = None
+    file, name = data["target"].split(":")
+    data["target"] = f"{ROOT / file}:{name}"
+    return data
+
+
 def _sweep_options() -> tuple[object, dict]:
     from mlorch.cli.sweep import load_sweep
 
-    target, options = load_sweep(str(SWEEP_FILE))
-    return target, options
+    path = Path("shipped.yaml").resolve()
+    path.write_text(yaml.safe_dump(_shipped_sweep()))
+    return load_sweep(str(path))
 
 
 class Accepted(Exception):
@@ -126,9 +142,7 @@ SWEEP_FIELDS = ["n_trials", "max_concurrency", "seed", "name", "timeout", "trial
 def test_mutated_sweep_files_get_the_same_verdict_as_the_same_sweep_in_python(field, value, mode, tmp_path_factory, project):
     from mlorch.cli.sweep import load_sweep
 
-    original = yaml.safe_load(SWEEP_FILE.read_text())
-    original["cluster"] = None
-    original["target"] = str(ROOT / original["target"].split(":")[0]) + ":" + original["target"].split(":")[1]
+    original = _shipped_sweep()
     mutated = _mutate(original, field, value, mode)
     path = tmp_path_factory.mktemp("sweep") / "sweep.yaml"
     path.write_text(yaml.safe_dump(mutated))

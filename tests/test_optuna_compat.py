@@ -50,6 +50,10 @@ def test_a_sweep_is_an_optuna_study_with_mlorchs_extras(cluster, store, project)
     run = store.client.get_run(sweep.best_run_id)
     assert run.data.tags["optuna.trial_number"] == str(sweep.best_trial.number)
     assert store.client.get_run(sweep.parent_run_id).info.status == "FINISHED"
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(sweep))  # joblib.dump(study, ...) as with Optuna: a plain study comes back
+    assert type(copy) is optuna.Study and [t.value for t in copy.trials] == [t.value for t in sweep.trials]
 
     started = time.monotonic()
     later = mo.sweep(op.quadratic, n_trials=3, cluster=cluster, progress=False, wait=False, study_name="later")
@@ -151,6 +155,10 @@ def test_optuna_arguments_mlorch_cannot_honour_are_refused_by_name(cluster, proj
         mo.sweep(op.quadratic, n_trials=1, name="a", study_name="b", cluster=cluster, progress=False)
     with pytest.raises(mo.ConfigError, match="sampler: .*study="):
         mo.sweep(op.quadratic, study=optuna.create_study(), sampler="random", n_trials=1, cluster=cluster, progress=False)
+    with pytest.raises(mo.ConfigError, match="seed: given with study="):
+        mo.sweep(op.quadratic, study=optuna.create_study(), seed=3, n_trials=1, cluster=cluster, progress=False)
+    with pytest.raises(mo.ConfigError, match="^study_name: given with study="):
+        mo.sweep(op.quadratic, study=optuna.create_study(study_name="a"), study_name="b", n_trials=1, cluster=cluster)
     with pytest.raises(mo.ConfigError, match="catch: "):
         mo.sweep(op.quadratic, catch=("ValueError",), n_trials=1, cluster=cluster, progress=False)
     with pytest.raises(mo.ConfigError, match=r"callbacks\[0\]: expected a callable"):

@@ -136,6 +136,7 @@ class TrackingHook:
         self.signals = False
         self.target: emit.Target | None = None
         self.logged: dict[str, float] = {}  # the numbers the flow returned, logged as metrics
+        self.present: set[str] = set()  # every metric the run holds once it ended (tasks' and returned)
 
     def _open(self, store: RunStore, run: FlowRun) -> str:
         return store.create_run(run.flow.experiment, f"{run.flow.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -213,6 +214,7 @@ class TrackingHook:
             return
         existing = set(store.client.get_run(run_id).data.metrics)
         self.logged = {k: v for k, v in numbers.items() if k not in existing}
+        self.present = existing | set(self.logged)
         if self.logged:
             store.log_metrics(run_id, self.logged)
 
@@ -255,7 +257,7 @@ class SweepTrialHook(TrackingHook):
     def __init__(self, store: RunStore, run_id: str):
         self.store, self.fixed_run_id = store, run_id
         self.run_id, self.signals, self.target = None, False, None
-        self.logged = {}
+        self.logged, self.present = {}, set()
 
     def _open(self, store: RunStore, run: FlowRun) -> str:
         return self.fixed_run_id

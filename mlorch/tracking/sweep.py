@@ -86,6 +86,7 @@ class SweepTracker:
         self.define_by_run = False  # a plain objective: parameters known only at the end
         self._lock = threading.Lock()
         self._runs: dict[int, str] = {}  # trial number -> child run
+        self._creating: dict[int, threading.Event] = {}  # trial number -> set once its run exists
         self._state_tagged: dict[str, str] = {}  # run -> the state its tags already say
         self._fillers: dict[str, SweepTrialHook] = {}  # run -> the hook that filled it (what it logged)
         self._importing: threading.Thread | None = None
@@ -182,19 +183,35 @@ class SweepTracker:
         creating a run costs a round trip, an objective's run waits for its end: its tags
         then go in with the run, and the write overlaps with the next trial.
         """
+        # One run per trial, made by whichever caller comes first; the lock is held only to decide
+        # who (a create may wait on a batch or a server: others' trials must not wait for it).
         with self._lock:
             run_id = self._runs.get(trial.number)
-            if run_id is None and (needs_run or state is not None or self.writer.queues_runs):
+            creating = self._creating.get(trial.number)
+            mine = run_id is None and creating is None and (needs_run or state is not None or self.writer.queues_runs)
+            if mine:
+                creating = self._creating[trial.number] = threading.Event()
+        if mine:
+            try:
                 tags = self._trial_tags(trial.number, trial_id)
                 if state is not None:
                     tags[TRIAL_STATE_TAG] = state
                 run_id = self.writer.create(
                     self.experiment, str(self.parent_run_id), self._run_name(trial.number), tags, wait=needs_run
                 )
-                if state is not None:
-                    self._state_tagged[run_id] = state
-                self._runs[trial.number] = run_id
+                with self._lock:
+                    if state is not None:
+                        self._state_tagged[run_id] = state
+                    self._runs[trial.number] = run_id
                 trial.set_user_attr(RUN_ATTR, run_id)
+            finally:
+                with self._lock:
+                    self._creating.pop(trial.number, None)
+                assert creating is not None
+                creating.set()
+        elif creating is not None:  # another caller is making it: the same run for both
+            creating.wait()
+            run_id = self._runs.get(trial.number)
         if run_id is None:
             return {}
         return {RUN_ID_INFO: run_id, TRACKING_URI_INFO: self.store.tracking_uri}
@@ -247,7 +264,7 @@ class SweepTracker:
         last = max(frozen.intermediate_values, default=0)
         points: list[Point] = []
         filler = self._fillers.pop(run_id, None)
-        logged = filler.logged if filler is not None else {}
+        logged = filler.present if filler is not None else set()  # the run has these: their history stays theirs
         if frozen.values is not None:
             single = len(frozen.values) == 1
             names = self.metrics or ["objective" if single else f"objective_{i}" for i in range(len(frozen.values))]

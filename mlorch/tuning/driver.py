@@ -244,6 +244,8 @@ class SweepDriver:
                 except Exception:
                     pass
             self._await_deferred(timeout=30.0)
+            if self.trial_server is not None:
+                self.trial_server.shutdown(self.client)
             self.pool.release_all()
             self.handle.want(self._owner, None)
             self.clear_zombies()
@@ -503,8 +505,8 @@ class SweepDriver:
             self.hooks.trial_finished(trial=frozen, error=message)
         if rec.signalled:
             self._event(rec.number, clear=True)
-        if self.on_finish is not None:
-            self.on_finish(frozen)
+        if self.on_finish is not None and not frozen.user_attrs.get(INTERRUPTED_ATTR):
+            self.on_finish(frozen)  # the bar and the user's callbacks: a trial closed by an abort does not count
 
     # -- reports, pruning, timeouts ---------------------------------------------------
     def _on_report(self, msg: dict[str, Any]) -> None:

@@ -46,6 +46,11 @@ class Sweep(optuna.Study):
         self._tally: dict[Any, int] = {}  # pruned / failed trials, for the bar
         self._best: float | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (``joblib.dump(study, ...)``) as the plain ``optuna.Study`` it is: the driver, its
+        cluster and threads stay in this process."""
+        return (optuna.Study, (self.study_name, self._storage, self.sampler, self.pruner))
+
     # -- running ----------------------------------------------------------------------
     def _run(self) -> None:
         error: BaseException | None = None

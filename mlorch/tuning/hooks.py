@@ -3,8 +3,8 @@
 The driver calls these events with keyword arguments only; an implementation takes
 ``**_`` so that new keywords can be added without breaking it. MLflow tracking
 (``mlorch.tracking.sweep.SweepTracker``) is one such implementation; :class:`NoHooks`
-records nothing. Events come from the driver thread, except ``trial_started`` (also
-from a trial's own thread) and ``trial_reported`` (the driver thread).
+records nothing. Events come from the driver thread, except ``trial_started`` and
+``flow_hooks`` (also from a trial's own thread): implementations are thread-safe.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ class SweepHooks(Protocol):
         """An intermediate value (``mo.report``)."""
 
     def trial_finished(self, *, trial: FrozenTrial, error: str | None = None, **_: Any) -> None:
-        """Optuna has been told; the trial's thread is gone."""
+        """Optuna has been told; the trial's thread has returned (or, stuck past the sweep's end,
+        has been given up on: its flow hooks may still write into the run)."""
 
     def sweep_finished(self, *, study: optuna.Study, status: str = "FINISHED", **_: Any) -> None:
         """The sweep is over (``status`` FINISHED, FAILED or KILLED): write and wait for everything."""

@@ -97,13 +97,19 @@ def make_plan(
     reuse_results: Any = True,
 ) -> Plan:
     kind = _kind(target)
+    name_field = "name"
     if study_name is not None:
         if name is not None and name != study_name:
             raise ConfigError(f"study_name: {study_name!r} and name={name!r} disagree; study_name is Optuna's name for name=")
-        name = study_name
+        name, name_field = study_name, "study_name"
     explicit_pruner = pruner is not None and study is None  # Optuna's default pruner is fine on any study
+    if seed is not None and (study is not None or isinstance(sampler, optuna.samplers.BaseSampler)):
+        source = "study=" if study is not None else "a sampler object"
+        raise ConfigError(f"seed: given with {source}, whose sampler is already built; seed that sampler instead")
     if study is not None:
-        name, storage, sampler, pruner, study_dirs = _from_study(study, name, storage, sampler, pruner, direction, directions)
+        name, storage, sampler, pruner, study_dirs = _from_study(
+            study, name, storage, sampler, pruner, direction, directions, name_field
+        )
         direction, directions = (study_dirs[0], None) if len(study_dirs) == 1 else (None, study_dirs)
     names, dirs = check_directions(metric, direction, metrics, directions, allow_unnamed=kind == "objective")
     flow = target if kind == "flow" else None
@@ -199,7 +205,7 @@ def make_plan(
 
 
 def _from_study(
-    study: Any, name: Any, storage: Any, sampler: Any, pruner: Any, direction: Any, directions: Any
+    study: Any, name: Any, storage: Any, sampler: Any, pruner: Any, direction: Any, directions: Any, name_field: str = "name"
 ) -> tuple[str, Any, Any, Any, list[str]]:
     """An existing ``optuna.Study``: its name, storage, sampler, pruner and directions (as optimize uses them)."""
     from mlorch.tuning.optuna_private import storage_of
@@ -207,7 +213,7 @@ def _from_study(
     if not isinstance(study, optuna.Study):
         raise ConfigError(f"study: expected an optuna.Study, got {type(study).__name__}")
     given = {
-        "name": name,
+        name_field: name,
         "storage": storage,
         "sampler": sampler,
         "pruner": pruner,
@@ -215,7 +221,7 @@ def _from_study(
         "directions": directions,
     }
     for field_name, value in given.items():
-        if value is not None and not (field_name == "name" and value == study.study_name):
+        if value is not None and not (field_name == name_field and value == study.study_name):
             raise ConfigError(f"{field_name}: given with study=; the study's own {field_name} is used (drop one of the two)")
     dirs = [d.name.lower() for d in study.directions]
     return study.study_name, storage_of(study), study.sampler, study.pruner, dirs

@@ -142,6 +142,11 @@ def _attach(handler: str, dask_scheduler: Any = None) -> bool:
     return True
 
 
+def _detach(handler: str, dask_scheduler: Any = None) -> bool:
+    """Runs on the scheduler: drop the sweep's handler."""
+    return dask_scheduler is not None and dask_scheduler.handlers.pop(handler, None) is not None
+
+
 def _forget_server(handler: str) -> None:
     with _servers_lock:
         _servers.pop(handler, None)
@@ -182,6 +187,17 @@ class TrialServer:
 
     def submit(self, payload: bytes) -> Future[bytes]:
         return self._executor.submit(self._answer, payload)
+
+    def shutdown(self, client: Any = None) -> None:
+        """The sweep is over: its thread ends, and the scheduler forgets its handler (late calls of a
+        zombie trial then get "the sweep has ended"). Never raises."""
+        _forget_server(self.handler)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if client is not None:
+            try:
+                client.run_on_scheduler(_detach, handler=self.handler)
+            except Exception as exc:  # the cluster may be closing
+                log.debug("sweep '%s': could not remove the trial handler: %s", self.sweep, exc)
 
     def open(self, trial: optuna.Trial) -> RemoteTrialSpec:
         """Serve ``trial`` (pre-suggesting the known parameters); what the worker gets."""

@@ -60,8 +60,17 @@ def open_storage(storage: Any) -> tuple[optuna.storages.BaseStorage, StorageSpec
             _check_database_url(text)
             spec = ("rdb", text)
         else:
+            if not text.strip():
+                raise ConfigError("storage: expected a journal file path or a database URL, got ''")
             path = Path(text).expanduser().resolve()
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():
+                raise ConfigError(
+                    f"storage: {preview(text)} is a folder; give a file in it, e.g. {preview(str(path / 'journal.log'))}"
+                )
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"storage: cannot create the folder of {preview(text)} ({exc.strerror or exc})") from None
             spec = ("journal", str(path))
     else:
         raise ConfigError(
