@@ -105,11 +105,10 @@ def test_a_failing_callback_stops_the_sweep_with_its_error(cluster, project):
 
 
 def test_multi_objective_plain_objective_with_directions_only(cluster, project, tmp_path):
-    plain = enqueued(optuna.create_study(directions=["minimize", "minimize"]), XS[:4])
+    xs = [0.5, 1.5, 2.5, 4.0]  # inside the objective's range [0, 5]
+    plain = enqueued(optuna.create_study(directions=["minimize", "minimize"]), xs)
     plain.optimize(op.two_goals, n_trials=4)
-    study = enqueued(
-        optuna.create_study(study_name="two", storage=journal(tmp_path), directions=["minimize", "minimize"]), XS[:4]
-    )
+    study = enqueued(optuna.create_study(study_name="two", storage=journal(tmp_path), directions=["minimize", "minimize"]), xs)
     swept = mo.sweep(op.two_goals, study=study, n_trials=4, cluster=cluster, progress=False)
     assert sorted(t.values for t in swept.trials) == sorted(t.values for t in plain.trials)
     assert {t.number for t in swept.best_trials} == {t.number for t in plain.best_trials}
