@@ -3,8 +3,8 @@
 The browser starts from a fresh profile (nothing pre-set in its storage) and opens the URL
 `mlorch ui` prints, as a user would. It is Debian's Chromium (installed by
 .ci/setup-services); Playwright never downloads one. Every request that does not go to the
-local server is aborted, so nothing leaves the machine. Screenshots are kept in
-`test-artifacts/ui/` (CI keeps that folder).
+local server is aborted, so nothing leaves the machine. Screenshots stay in
+`test-artifacts/ui/` after the run (git ignores the folder).
 """
 
 from __future__ import annotations
