@@ -70,3 +70,29 @@ def test_a_sweep_passes_a_large_fixed_parameter_to_every_trial(cluster, project)
     values = [t.value for t in study.study.trials]
     assert len(values) == 4 and all(v is not None for v in values)
     assert study.best_value == min(values)
+
+
+def test_a_sweeps_large_fixed_parameter_travels_once_for_all_its_trials(cluster, project):
+    import mlorch as mo
+
+    cluster.client.run(lf.reset)
+    lf.reset()
+    payload = lf.Payload(b"p" * SIZE)
+    study = mo.sweep(
+        lf.fit_payload,
+        space={"payload": payload, "x": mo.uniform(0.0, 1.0)},
+        metric="loss",
+        n_trials=6,
+        max_concurrency=2,
+        name="large-once",
+        cluster=cluster,
+        tracking=False,
+        progress=False,
+    )
+    assert len([t for t in study.trials if t.value is not None]) == 6
+    loads = _loads_per_worker(cluster)
+    # Six trials on two workers: scattered once, held in the sweep's pool, at most one copy per worker.
+    assert 1 <= sum(loads.values()) <= 2 and max(loads.values()) == 1, loads
+    # Nor did any trial's graph carry it to the scheduler (this process): the only loads here are
+    # dask.tokenize's determinism check, two per trial (each trial traces its own run).
+    assert lf.loads() <= 2 * 6, lf.loads()

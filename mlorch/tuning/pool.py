@@ -65,6 +65,11 @@ class KeyPool:
                 if len(users) > 1:
                     self._shared.add(key)
 
+    def held(self, keys: set[str]) -> dict[str, Future]:
+        """The futures the pool already holds among ``keys`` (another trial's results or arguments)."""
+        with self._lock:
+            return {k: self._futures[k] for k in keys if k in self._futures}
+
     def observe(self, requests: dict[tuple[tuple[str, float], ...], str]) -> None:
         with self._lock:
             changed = not self._observed  # the first trace always tells (even "no resources")
@@ -143,9 +148,14 @@ class TrialBackend(DistributedBackend):
             self.check_resources(trial, needed)  # first: a sweep learns only resources that can be met
             self.pool.observe(trial.resource_requests(needed))
             self.pool.offers = self._offers
-            order = list(needed)
-            futures = self.client.get(trial.graph(needed), order, sync=False)
-            by_key = dict(zip(order, futures))
+            # Large arguments (a big fixed parameter of the sweep) are scattered once and shared by
+            # content key: a later trial finds them held in the pool instead of resending them.
+            data = needed & trial.data_keys
+            self.futures.update(self.pool.held(data))
+            self.scatter_arguments(trial, data)
+            order = [k for k in needed if k not in trial.data_keys]
+            futures = self.client.get(trial.graph(set(order)), order, sync=False) if order else []
+            by_key = {**dict(zip(order, futures)), **{k: self.futures[k] for k in data}}
             self.pool.hold(self.trial, by_key)
             self.futures.update(by_key)
         return [self.futures[k] for k in keys]

@@ -63,3 +63,13 @@ def score(data: bytes, x: float) -> float:
 @mo.flow
 def fit(data: bytes, x: float) -> dict:
     return {"loss": score(data, x)}
+
+
+@mo.task
+def score_payload(payload: Payload, x: float) -> float:
+    return (x - 0.5) ** 2 + len(payload.data) * 0.0
+
+
+@mo.flow
+def fit_payload(payload: Payload, x: float) -> dict:
+    return {"loss": score_payload(payload, x)}
