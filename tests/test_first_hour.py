@@ -12,6 +12,7 @@ import pytest
 import mlorch as mo
 from tests.resources import first_hour_flows as fh
 from tests.resources import sweep_flows as sf
+from tests.test_cli_run import _mlorch  # the `mlorch` command as a user runs it
 from tests.tracking_fixtures import children
 
 
@@ -68,17 +69,6 @@ def test_two_sweeps_of_one_model_name_each_keep_their_best(cluster, store, proje
     assert client.get_model_version_by_alias("sweep-clf", "best-models-a").run_id == again.best_run_id
     assert "mlorch.best_model" not in client.get_run(old_best).data.tags  # no stale pointer
     assert client.get_run(again.best_run_id).data.tags["mlorch.best_model"] == "models:/sweep-clf@best-models-a"
-
-
-def _mlorch(tmp_path, *args, tracking: str = "off"):
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    env = {**os.environ, "MLORCH_HOME": str(tmp_path / "project"), "MLORCH_TRACKING": tracking}
-    return subprocess.run([sys.executable, "-m", "mlorch", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(

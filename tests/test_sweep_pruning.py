@@ -50,6 +50,9 @@ def test_pruner_stops_trials_on_the_workers(pruner, cluster, store, log):
         assert run.info.status == "FINISHED"
         history = store.client.get_metric_history(run.info.run_id, "loss")
         assert {m.step for m in history} >= set(t.intermediate_values)  # intermediate values in MLflow
+        if t.state == TrialState.COMPLETE:  # each reported step once, then the trial's value at its last step
+            last = max(t.intermediate_values)
+            assert sorted(m.step for m in history) == sorted([*t.intermediate_values, last])
         if t.state == TrialState.PRUNED:
             assert run.data.tags["mlorch.pruned"] == "true"
             assert run.data.tags["optuna.pruned_at_step"] == str(max(t.intermediate_values))

@@ -16,7 +16,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from mlorch.core.annotations import annotation_of, type_problem
 from mlorch.core.trace import Backend, FlowGraph, Ref, Trace, collect_refs, current_trace
-from mlorch.errors import FlowCycleError, FlowDefinitionError, TaskArgumentError
+from mlorch.errors import FlowCycleError, FlowDefinitionError, TaskArgumentError, preview
 
 __all__ = ["Flow", "flow", "set_runner"]
 
@@ -76,7 +76,7 @@ class Flow(Generic[P, R]):
         """Why ``value`` does not fit parameter ``name``'s annotation (int, float, bool, str, Path,
         Literal, Optional), e.g. ``expected int, got str 'abc'``; None if it does or cannot be told."""
         problem = type_problem(annotation_of(self.fn, name), value)
-        return None if problem is None else f"{problem}, got {type(value).__name__} {value!r:.80}"
+        return None if problem is None else f"{problem}, got {type(value).__name__} {preview(value)}"
 
     def unbound_parameters(self, given: Iterable[str]) -> list[str]:
         """The parameters without a default that ``given`` leaves out."""

@@ -14,6 +14,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from mlorch.errors import preview
+
 __all__ = ["describe", "fits", "parse_request", "unmet"]
 
 Request = Iterable[tuple[str, float]]
@@ -38,12 +40,12 @@ def describe(offers: Sequence[Mapping[str, float]]) -> str:
 def parse_request(resources: Any) -> dict[str, float]:
     """``{"GPU": 1}`` as floats; ValueError naming the entry unless every amount is a positive finite number."""
     if not isinstance(resources, Mapping):
-        raise ValueError(f"expected a mapping like {{'GPU': 1}}, got {type(resources).__name__} {resources!r:.80}")
+        raise ValueError(f"expected a mapping like {{'GPU': 1}}, got {type(resources).__name__} {preview(resources)}")
     out: dict[str, float] = {}
     for key, amount in resources.items():
         if not isinstance(key, str) or not key:
-            raise ValueError(f"resource names must be non-empty strings, got {key!r:.80}")
+            raise ValueError(f"resource names must be non-empty strings, got {preview(key)}")
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) or amount <= 0:
-            raise ValueError(f"['{key:.80}']: expected a positive number, got {amount!r:.80}")
+            raise ValueError(f"['{key:.80}']: expected a positive number, got {preview(amount)}")
         out[key] = float(amount)
     return out

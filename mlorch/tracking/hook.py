@@ -136,6 +136,7 @@ class TrackingHook:
         self.signals = False
         self.target: emit.Target | None = None
         self.logged: dict[str, float] = {}  # the numbers the flow returned, logged as metrics
+        self.leave: set[str] = set()  # returned names another writer records (a sweep's target metric)
         self.present: set[str] = set()  # every metric the run holds once it ended (tasks' and returned)
 
     def _open(self, store: RunStore, run: FlowRun) -> str:
@@ -206,15 +207,13 @@ class TrackingHook:
             if self.signals:
                 _restore_sigterm()
 
-    def _log_returned(self, store: RunStore, run_id: str, result: Any) -> None:
-        """The numbers the flow returned, as metrics, unless its tasks logged a metric of that name
-        (their history stays theirs). Runs after the flush barrier, so what tasks logged is in."""
+    def _log_returned(self, store: RunStore, run_id: str, result: Any, tasks_logged: set[str]) -> None:
+        """The numbers the flow returned, as metrics, unless its tasks logged a metric of that name (their
+        history stays theirs) or it is one left to someone else (a sweep's target metric). Runs after the
+        flush barrier, so ``tasks_logged`` (kept by the store's writer, no query) is complete."""
         numbers = returned_numbers(result)
-        if not numbers:
-            return
-        existing = set(store.client.get_run(run_id).data.metrics)
-        self.logged = {k: v for k, v in numbers.items() if k not in existing}
-        self.present = existing | set(self.logged)
+        self.logged = {k: v for k, v in numbers.items() if k not in tasks_logged and k not in self.leave}
+        self.present = tasks_logged | set(self.logged)
         if self.logged:
             store.log_metrics(run_id, self.logged)
 
@@ -243,9 +242,10 @@ class TrackingHook:
                 store.log_bytes(run_id, scrub(trace).encode(), "error.txt", "mlorch")
         if tags:
             store.set_tags(run_id, tags)
+        tasks_logged = store.metric_keys.pop(run_id, set())
         if error is None:
             try:
-                self._log_returned(store, run_id, result)
+                self._log_returned(store, run_id, result, tasks_logged)
             except Exception as exc:  # the run still ends in its state
                 log.warning("tracking: could not log the numbers run %s returned: %s", run_id, exc)
         self._close(store, run_id, status, message)
@@ -254,10 +254,11 @@ class TrackingHook:
 class SweepTrialHook(TrackingHook):
     """Fills a sweep trial's child run: the sweep's tracker created it and ends it with the trial's state."""
 
-    def __init__(self, store: RunStore, run_id: str):
+    def __init__(self, store: RunStore, run_id: str, leave: set[str] | None = None):
         self.store, self.fixed_run_id = store, run_id
         self.run_id, self.signals, self.target = None, False, None
         self.logged, self.present = {}, set()
+        self.leave = leave if leave is not None else set()
 
     def _open(self, store: RunStore, run: FlowRun) -> str:
         return self.fixed_run_id

@@ -109,6 +109,7 @@ class RunStore:
         if db is not None:
             self.artifact_root = db.parent / "mlartifacts"
         self.gpus_used: dict[str, set[int]] = {}
+        self.metric_keys: dict[str, set[str]] = {}  # run -> metrics its tasks logged (the writer fills it)
         self._experiments: dict[str, str] = {}
         self._queue: queue.Queue[Any] = queue.Queue()
         self._writer: threading.Thread | None = None

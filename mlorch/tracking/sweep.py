@@ -222,7 +222,8 @@ class SweepTracker:
         run_id = self._runs.get(number)
         if run_id is None:
             return []
-        hook = self._fillers[run_id] = SweepTrialHook(self.store, run_id)
+        # The target metrics are the tracker's to write (with the trial's value, at its last step).
+        hook = self._fillers[run_id] = SweepTrialHook(self.store, run_id, leave=set(self.metrics))
         return [hook]
 
     def trial_reported(self, *, number: int, value: float, step: int, **_: Any) -> None:

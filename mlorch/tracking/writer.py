@@ -46,6 +46,7 @@ def write_batch(store: RunStore, batch: list[tuple[dict[str, Any], Client | None
     for msg, client in batch:
         if msg.get("kind") == "metrics":
             points[msg["run"]].extend(Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in msg["metrics"])
+            store.metric_keys.setdefault(msg["run"], set()).update(str(m[0]) for m in msg["metrics"])
         else:
             others.append((msg, client))
     for run_id, metrics in points.items():

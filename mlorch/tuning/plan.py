@@ -242,7 +242,7 @@ def _callbacks(callbacks: Any) -> tuple[Callable[[Any, Any], None], ...]:
         raise ConfigError(f"callbacks: expected a list of callables f(study, trial), got {type(callbacks).__name__}")
     for i, cb in enumerate(callbacks):
         if not callable(cb):
-            raise ConfigError(f"callbacks[{i}]: expected a callable f(study, trial), got {type(cb).__name__} {cb!r:.60}")
+            raise ConfigError(f"callbacks[{i}]: expected a callable f(study, trial), got {type(cb).__name__} {preview(cb, 60)}")
     return tuple(callbacks)
 
 
@@ -252,7 +252,7 @@ def _catch(catch: Any) -> tuple[type[BaseException], ...] | None:
     items = catch if isinstance(catch, (list, tuple)) else (catch,)
     for item in items:
         if not (isinstance(item, type) and issubclass(item, BaseException)):
-            raise ConfigError(f"catch: expected exception classes, e.g. catch=(ValueError,), got {item!r:.60}")
+            raise ConfigError(f"catch: expected exception classes, e.g. catch=(ValueError,), got {preview(item, 60)}")
     return tuple(items)
 
 

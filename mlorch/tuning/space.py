@@ -106,9 +106,9 @@ class IntRange(Param):
     def check(self, name: str) -> None:
         for label, v in (("low", self.low), ("high", self.high), ("step", self.step)):
             if not isinstance(v, int) or isinstance(v, bool):
-                raise ConfigError(f"space['{name}']: intrange {label} must be an integer, got {v!r:.80}")
+                raise ConfigError(f"space['{name}']: intrange {label} must be an integer, got {preview(v)}")
         if not isinstance(self.log, bool):
-            raise ConfigError(f"space['{name}']: intrange log must be true or false, got {self.log!r:.80}")
+            raise ConfigError(f"space['{name}']: intrange log must be true or false, got {preview(self.log)}")
         if not self.low < self.high:
             raise ConfigError(
                 f"space['{name}']: intrange({self.low!r}, {self.high!r}) is an empty or inverted range; low must be < high"
