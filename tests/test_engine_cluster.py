@@ -99,3 +99,44 @@ def test_a_local_cluster_listens_on_loopback_only(no_tracking):
         listening = [c.laddr for p in processes for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
     assert len(listening) >= 3  # scheduler, dashboard, workers and nannies
     assert [a for a in listening if a.ip not in ("127.0.0.1", "::1")] == []
+
+
+def test_the_local_scheduler_runs_in_a_process_of_its_own_and_ends_with_the_cluster(no_tracking):
+    import psutil
+
+    with mo.cluster(n_workers=2, gpus=1, dashboard_address=None) as handle:
+        scheduler = psutil.Process(handle.client.run_on_scheduler(os.getpid))
+        assert scheduler.pid != os.getpid()  # not sharing the driver's GIL
+        assert scheduler.ppid() == os.getpid()
+        assert ef.outer(3) == 25  # tasks, resources and results as before
+        assert sorted(o.resources.get("GPU", 0.0) for o in handle.offers()) == [0.0, 1.0]
+    gone, alive = psutil.wait_procs([scheduler], timeout=15)
+    assert alive == []
+
+
+def test_a_killed_driver_leaves_no_scheduler_behind(tmp_path):
+    import signal
+    import time
+
+    import psutil
+
+    code = (
+        "import os, time, mlorch as mo\n"
+        "handle = mo.cluster(n_workers=1, gpus=0, dashboard_address=None)\n"
+        "print(handle.client.run_on_scheduler(os.getpid), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = {**os.environ, "MLORCH_TRACKING": "off", "MLORCH_HOME": str(tmp_path / "project")}
+    driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        assert driver.stdout is not None
+        scheduler = psutil.Process(int(driver.stdout.readline()))
+        assert scheduler.is_running()
+        driver.send_signal(signal.SIGKILL)  # no atexit, no cluster.close()
+        driver.wait(10)
+        deadline = time.monotonic() + 15
+        while scheduler.is_running() and scheduler.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not scheduler.is_running() or scheduler.status() == psutil.STATUS_ZOMBIE
+    finally:
+        driver.kill()

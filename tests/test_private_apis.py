@@ -6,6 +6,7 @@ reaches into; the adapter's docstring names the version it was checked against.
 
 from __future__ import annotations
 
+import json
 import os
 
 import mlflow
@@ -69,6 +70,11 @@ def test_optuna_storage_trial_ids_and_journal_files(tmp_path):
     assert study.trials[0].user_attrs["k"] == 3 and optuna_private.trial_id(study.trials[0]) == tid
     assert optuna_private.journal_file(storage) == str(journal)
     assert optuna_private.journal_file(optuna.storages.InMemoryStorage()) is None
+    # the operation codes mlorch's journal backend fsyncs after: study creation and trial states
+    study.tell(trial, 1.0)
+    codes = [json.loads(line)["op_code"] for line in journal.read_text().splitlines()]
+    assert codes[0] in optuna_private.DURABLE_JOURNAL_OPS and codes[-1] in optuna_private.DURABLE_JOURNAL_OPS
+    assert sum(code in optuna_private.DURABLE_JOURNAL_OPS for code in codes) == 2  # not the ask, not the attribute
 
 
 def test_a_cluster_starts_the_workers_its_edited_spec_names():
@@ -105,13 +111,14 @@ def test_spawned_workers_are_prepared_without_the_users_main_module():
 
     import distributed.nanny
 
-    from mlorch.execution.worker_main import MAIN_KEYS, WORKER_PROCESS_PREFIX, keep_main_out_of_workers
+    from mlorch.execution.worker_main import MAIN_KEYS, SCHEDULER_PROCESS_NAME, WORKER_PROCESS_PREFIX, keep_main_out_of_workers
 
     keep_main_out_of_workers()
     assert f'name="{WORKER_PROCESS_PREFIX}' in open(distributed.nanny.__file__).read()
     assert "sys_path" in multiprocessing.spawn.get_preparation_data(f"{WORKER_PROCESS_PREFIX} (from Nanny)")
     worker = multiprocessing.spawn.get_preparation_data(f"{WORKER_PROCESS_PREFIX} (from Nanny)")
     assert not set(MAIN_KEYS) & set(worker)
+    assert not set(MAIN_KEYS) & set(multiprocessing.spawn.get_preparation_data(SCHEDULER_PROCESS_NAME))
     import inspect
 
     source = inspect.getsource(multiprocessing.spawn.prepare)

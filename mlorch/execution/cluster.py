@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed import Client, LocalCluster, Nanny
+from distributed import Client, Nanny
 
 from mlorch.environment import QUIET_ENV
 from mlorch.errors import ClusterError, ConfigError
 from mlorch.execution.distributed_private import apply_worker_spec
 from mlorch.execution.gpus import detect_gpus
 from mlorch.execution.logs import subscribe_task_logs
+from mlorch.execution.scheduler_process import LocalClusterOwnScheduler
 from mlorch.execution.worker_main import keep_main_out_of_workers
 from mlorch.log import get_logger
 
@@ -153,7 +154,7 @@ def start_local(
     base_env = {**QUIET_ENV, **(env or {})}
     dashboard_address = _free_dashboard(dashboard_address)
     try:
-        cluster = LocalCluster(
+        cluster = LocalClusterOwnScheduler(  # LocalCluster, its scheduler out of the driver's process
             n_workers=0,
             threads_per_worker=threads_per_worker,
             processes=True,

@@ -3,18 +3,19 @@
 One driver thread owns the Optuna study (the only writer for flow targets). It
 keeps ``limit()`` trials in flight and reacts to one queue of events:
 
-- ``done``    a trial's runner thread finished (value, or the error);
+- ``done``    a flow trial's thread finished (value, or the error);
+- ``returned`` an objective trial's task ended (its gather, done on the client's loop);
 - ``report``  a task called ``mo.report`` (worker event): ``trial.report`` +
               ``should_prune``; pruning sets the trial's distributed ``Event``;
 - ``learned`` the first trace showed which resources a flow's tasks ask for.
 
-Each trial runs in its own short-lived thread: flow trials call ``run_flow`` (so
-the tracking hook and every flow feature work unchanged) with a backend that holds
-shared keys in the sweep's :class:`~mlorch.tuning.pool.KeyPool`; objective trials
-submit one task and wait. Threads rather than a single ``as_completed`` loop
-because tracing a flow may block (``ref.result()`` branches, ``task.map(ref)``);
-threads cost little next to a trial's Dask round trip (a trivial flow sweep runs
-~35 trials/s on 2 cores without tracking; MLflow writes, not threads, bound it).
+Each flow trial runs in its own short-lived thread: it calls ``run_flow`` (so the
+tracking hook and every flow feature work unchanged) with a backend that holds shared
+keys in the sweep's :class:`~mlorch.tuning.pool.KeyPool`. Threads rather than a single
+``as_completed`` loop because tracing a flow may block (``ref.result()`` branches,
+``task.map(ref)``). An objective trial is one task: the driver thread pre-suggests and
+submits it, and its result is gathered on the client's event loop; no thread per
+trial, for a driver process whose one GIL bounds a plain objective's sweep.
 
 Finished = COMPLETE + PRUNED + FAIL, except trials closed because a previous
 driver died (user attribute ``mlorch.interrupted``): their parameters are run again.
@@ -22,12 +23,14 @@ driver died (user attribute ``mlorch.interrupted``): their parameters are run ag
 
 from __future__ import annotations
 
+import asyncio
 import math
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +47,7 @@ from mlorch.tuning.hooks import SweepHooks
 from mlorch.tuning.optuna_private import set_trial_attr, storage_of, trial_id
 from mlorch.tuning.plan import Plan
 from mlorch.tuning.pool import KeyPool, TrialBackend
+from mlorch.tuning.remote_trial import event_loop, serve_trials
 from mlorch.tuning.report import prune_event_name, report_topic
 from mlorch.tuning.space import suggest
 from mlorch.tuning.storage import StorageSpec
@@ -125,10 +129,11 @@ class SweepDriver:
         self.client = handle.client
         self.study = study
         self.storage_spec = storage_spec
-        from mlorch.tuning.remote_trial import serve_trials
 
         # The driver answers an objective's Optuna calls when the scheduler runs in this process.
-        self.trial_server = serve_trials(study, self.client, plan.name) if plan.kind == "objective" else None
+        self.trial_server = (
+            serve_trials(study, self.client, plan.name, local=handle.kind == "local") if plan.kind == "objective" else None
+        )
         if plan.kind == "objective" and self.trial_server is None and storage_spec[0] == "object":
             raise ConfigError(
                 "storage: an Optuna storage object works for a plain objective where the driver answers its "
@@ -284,6 +289,8 @@ class SweepDriver:
             kind = event[0]
             if kind == "done":
                 self._on_done(*event[1:])
+            elif kind == "returned":
+                self._on_returned(*event[1:])
             elif kind == "report":
                 self._on_report(event[1])
             elif kind == "learned":
@@ -310,11 +317,12 @@ class SweepDriver:
         if self.plan.trial_timeout is not None:
             rec.deadline = rec.started + self.plan.trial_timeout
         self.inflight[trial.number] = rec
-        body = self._flow_trial if self.plan.kind == "flow" else self._objective_trial
-        if self.plan.kind == "flow":
-            rec.backend = TrialBackend(self.client, self.pool, trial.number, offers=self.handle.offers)
-            self.pool.trial_started(trial.number)
-        thread = threading.Thread(target=body, args=(rec,), name=f"mlorch-trial-{trial.number}", daemon=True)
+        if self.plan.kind == "objective":
+            self._submit_objective(rec)
+            return
+        rec.backend = TrialBackend(self.client, self.pool, trial.number, offers=self.handle.offers)
+        self.pool.trial_started(trial.number)
+        thread = threading.Thread(target=self._flow_trial, args=(rec,), name=f"mlorch-trial-{trial.number}", daemon=True)
         thread.start()
 
     def _note_duplicate(self, rec: TrialRecord) -> None:
@@ -357,7 +365,9 @@ class SweepDriver:
         except BaseException as exc:  # noqa: BLE001 - judged by the driver thread
             self.events.put(("done", rec, None, exc))
 
-    def _objective_trial(self, rec: TrialRecord) -> None:
+    def _submit_objective(self, rec: TrialRecord) -> None:
+        """Submit an objective's task from the driver thread; its end comes back as a ``returned``
+        event (no thread per trial: the gather runs on the client's event loop)."""
         from mlorch.tuning.objective import ObjectiveCall, run_objective
 
         server = self.trial_server
@@ -378,22 +388,28 @@ class SweepDriver:
             )
             key = f"mlorch-trial-{self.plan.target_name}-{rec.number}-{uuid.uuid4().hex[:8]}"
             rec.future = self.client.submit(run_objective, call, key=key, pure=False, resources=self.plan.resources)
-            value = self.client.gather(rec.future, direct=True)  # from the worker, not via the scheduler
-        except BaseException as exc:  # noqa: BLE001
-            if server is not None:
-                server.close(rec.trial, None)
-            self._objective_ended(rec, None, exc)
+            gathered = asyncio.run_coroutine_threadsafe(_gather(self.client, rec.future), event_loop(self.client))
+        except BaseException as exc:  # noqa: BLE001 - the trial fails, the sweep goes on
+            failed: Future[Any] = Future()
+            failed.set_exception(exc)
+            self.events.put(("returned", rec, failed))
         else:
-            if server is not None:
-                value = server.close(rec.trial, value)  # the objective's value
-            self._objective_ended(rec, value, None)
+            gathered.add_done_callback(lambda done: self.events.put(("returned", rec, done)))
 
-    def _objective_ended(self, rec: TrialRecord, value: Any, error: BaseException | None) -> None:
+    def _on_returned(self, rec: TrialRecord, gathered: Future[Any]) -> None:
+        """An objective's task ended: its value from the worker, or its error."""
+        value, error = None, None
+        try:
+            value = gathered.result()
+        except BaseException as exc:  # noqa: BLE001
+            error = exc
+        if self.trial_server is not None:
+            value = self.trial_server.close(rec.trial, value if error is None else None)  # the objective's value
         try:
             self._trial_started(rec, self._outcome(rec, value, error)[0])
         except BaseException as exc:  # noqa: BLE001 - tracking trouble must not lose the trial
             log.warning("sweep '%s': could not track trial %d: %s", self.plan.name, rec.number, exc)
-        self.events.put(("done", rec, value, error))  # always: the driver waits for it
+        self._on_done(rec, value, error)
 
     def _trial_started_safely(self, rec: TrialRecord) -> None:
         try:
@@ -426,6 +442,8 @@ class SweepDriver:
                 return
             if event[0] == "done" and event[1].closed:
                 self._end_deferred(event[1])
+            elif event[0] == "returned" and event[1].closed:
+                self._on_returned(*event[1:])
 
     def _end_deferred(self, rec: TrialRecord) -> None:
         if rec.deferred is not None:
@@ -611,6 +629,11 @@ class SweepDriver:
 
 class _BadResult(Exception):
     pass
+
+
+async def _gather(client: Any, future: Any) -> Any:
+    """A task's result, fetched from its worker, on the client's event loop."""
+    return await client.gather(future, direct=True, asynchronous=True)
 
 
 def _is_number(v: Any) -> bool:

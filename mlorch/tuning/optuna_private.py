@@ -6,7 +6,8 @@ timed out), and workers reopen the study's storage from where it lives (a journa
 file). The driver-side trial (``remote_trial``) samples through ``Trial._suggest`` (the one
 funnel of every ``suggest_*``; its worker-side ``RemoteTrial`` overrides it), keeps the
 trial's cached frozen copy current, and drops the study's per-thread trial cache before
-sampling for another trial. Optuna has no public accessor for these. ``tests/test_private_apis.py`` fails if
+sampling for another trial; the journal's operation codes tell mlorch's journal backend
+which lines to fsync. Optuna has no public accessor for these. ``tests/test_private_apis.py`` fails if
 any of them moves.
 """
 
@@ -17,10 +18,12 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.storages.journal._storage import JournalOperation
 from optuna.study._frozen import FrozenStudy  # what storages return from get_all_studies
 from optuna.trial import FrozenTrial
 
 __all__ = [
+    "DURABLE_JOURNAL_OPS",
     "FrozenStudy",
     "cached_trial",
     "drop_thread_cache",
@@ -30,6 +33,12 @@ __all__ = [
     "suggest_on",
     "trial_id",
 ]
+
+
+# Journal lines after which mlorch's journal backend fsyncs (a study made or deleted, a trial's state set).
+DURABLE_JOURNAL_OPS = frozenset(
+    {JournalOperation.CREATE_STUDY, JournalOperation.DELETE_STUDY, JournalOperation.SET_TRIAL_STATE_VALUES}
+)
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:

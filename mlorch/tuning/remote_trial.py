@@ -20,11 +20,11 @@ reopens the journal, or ``DaskStorage`` on batch clusters, and samples with a co
 sampler). On the worker a call is ``worker.scheduler.<handler>(payload=...)`` on the
 worker's own connection pool; requests and replies are pickled (values as plain
 in-memory Optuna accepts them, numpy arrays included). The scheduler's event loop only
-forwards: the Optuna work runs on one driver thread, so calls are answered one at a time
-in arrival order.
+forwards: the calls run on the server's thread, one at a time in arrival order (and one
+at a time with the driver thread's pre-suggestions, under the server's lock).
 
 Speed: a round trip per ``suggest_*`` would cost more than a trivial objective. Right
-after the trial is asked, the driver *pre-suggests* every parameter earlier trials asked
+after the trial is asked, the driver thread *pre-suggests* every parameter earlier trials asked
 for (same name and distribution, in the order first seen, with the driver's trial, so the
 values are in the storage before the trial leaves and the sampler is called in the order
 ``study.optimize`` would call it) and sends them with the trial; the worker's
@@ -69,7 +69,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mlorch.log import get_logger
 from mlorch.tuning.optuna_private import FrozenStudy, cached_trial, drop_thread_cache, storage_of, suggest_on, trial_id
 
-__all__ = ["RemoteTrial", "RemoteTrialSpec", "Returned", "TrialServer", "serve_trials"]
+__all__ = ["RemoteTrial", "RemoteTrialSpec", "Returned", "TrialServer", "event_loop", "serve_trials"]
 
 log = get_logger("mlorch.sweep")
 HANDLER_PREFIX = "mlorch_trial_"
@@ -89,6 +89,7 @@ class RemoteTrialSpec:
     study_id: int
     directions: tuple[StudyDirection, ...]
     trial: FrozenTrial  # as the driver holds it after pre-suggesting
+    address: str | None = None  # the driver's own endpoint; None: through the scheduler's handler
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,13 @@ class Returned:
 # -- the driver's side ---------------------------------------------------------------------
 
 
-def serve_trials(study: optuna.Study, client: Any, name: str) -> TrialServer | None:
-    """A server answering workers' trial calls, or None if the scheduler is not in this process."""
+def serve_trials(study: optuna.Study, client: Any, name: str, local: bool = False) -> TrialServer | None:
+    """A server answering workers' trial calls, or None if workers cannot reach the driver.
+
+    Through a handler on the scheduler where it runs in this process (batch clusters); on a
+    ``local`` cluster, whose scheduler is a process of its own, through a comm server of the
+    driver's on the loopback interface (``_Endpoint``); else None.
+    """
     import uuid
 
     handler = f"{HANDLER_PREFIX}{uuid.uuid4().hex}"
@@ -116,21 +122,27 @@ def serve_trials(study: optuna.Study, client: Any, name: str) -> TrialServer | N
     except Exception as exc:  # e.g. a scheduler process that cannot import mlorch
         log.debug("sweep '%s': no trial server on the scheduler: %s", name, exc)
         attached = False
-    if not attached:
-        _forget_server(handler)
-        log.info(
-            "sweep '%s': the scheduler runs in another process; objective trials reopen the study on the workers",
-            name,
-        )
-        return None
-    return server
+    if attached:
+        return server
+    if local:
+        try:
+            server.endpoint = _Endpoint(client, handler)
+            return server
+        except Exception as exc:  # noqa: BLE001 - the storage-based path still works
+            log.warning("sweep '%s': could not listen for trial calls: %s", name, exc)
+    _forget_server(handler)
+    log.info("sweep '%s': the scheduler runs in another process; objective trials reopen the study on the workers", name)
+    return None
 
 
-def _attach(handler: str, dask_scheduler: Any = None) -> bool:
-    """Runs on the scheduler: register the handler if this is the driver's process."""
-    with _servers_lock:
-        if handler not in _servers:
-            return False
+def event_loop(client: Any) -> asyncio.AbstractEventLoop:
+    """The asyncio loop a (synchronous) client's IO thread runs, for coroutines started from other threads."""
+    loop: asyncio.AbstractEventLoop = client.loop.asyncio_loop
+    return loop
+
+
+def _answerer(handler: str) -> Callable[..., Any]:
+    """The comm handler for a sweep's trial calls (it finds the sweep's server by name)."""
 
     async def answer(comm: Any = None, payload: bytes = b"") -> bytes:
         server = _server(handler)
@@ -138,8 +150,43 @@ def _attach(handler: str, dask_scheduler: Any = None) -> bool:
             return _reply(False, RuntimeError("the sweep that ran this trial has ended"))
         return await asyncio.wrap_future(server.submit(payload))
 
-    dask_scheduler.handlers[handler] = answer
+    return answer
+
+
+def _attach(handler: str, dask_scheduler: Any = None) -> bool:
+    """Runs on the scheduler: register the handler if this is the driver's process."""
+    with _servers_lock:
+        if handler not in _servers:
+            return False
+    dask_scheduler.handlers[handler] = _answerer(handler)
     return True
+
+
+class _Endpoint:
+    """The driver's own ``distributed`` comm server for trial calls, on the client's event loop,
+    listening on the loopback interface with the client's security (the local cluster's
+    workers run on this machine)."""
+
+    def __init__(self, client: Any, handler: str):
+        self._loop = event_loop(client)
+        security = client.security
+        scheme = str(client.scheduler.address).split("://", 1)[0]
+
+        async def start() -> tuple[Any, str]:
+            from distributed.core import Server
+
+            server = Server({handler: _answerer(handler)}, connection_args=security.get_connection_args("scheduler"))
+            await server
+            await server.listen(f"{scheme}://127.0.0.1:0", **security.get_listen_args("scheduler"))
+            return server, str(server.address)
+
+        self._server, self.address = asyncio.run_coroutine_threadsafe(start(), self._loop).result(30)
+
+    def close(self) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(10)
+        except Exception as exc:  # the loop may be closing with the cluster
+            log.debug("trial endpoint %s: %s", self.address, exc)
 
 
 def _detach(handler: str, dask_scheduler: Any = None) -> bool:
@@ -184,6 +231,8 @@ class TrialServer:
         self.returned = 0  # trials that returned a value (so asked for every parameter they need)
         self._sampling: int | None = None  # the trial this thread last sampled for
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlorch-trial-server")
+        self._optuna = threading.Lock()  # the driver's Optuna calls for this server, one at a time
+        self.endpoint: _Endpoint | None = None  # set where workers call the driver directly
 
     def submit(self, payload: bytes) -> Future[bytes]:
         return self._executor.submit(self._answer, payload)
@@ -193,21 +242,27 @@ class TrialServer:
         zombie trial then get "the sweep has ended"). Never raises."""
         _forget_server(self.handler)
         self._executor.shutdown(wait=False, cancel_futures=True)
-        if client is not None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+        elif client is not None:
             try:
                 client.run_on_scheduler(_detach, handler=self.handler)
             except Exception as exc:  # the cluster may be closing
                 log.debug("sweep '%s': could not remove the trial handler: %s", self.sweep, exc)
 
     def open(self, trial: optuna.Trial) -> RemoteTrialSpec:
-        """Serve ``trial`` (pre-suggesting the known parameters); what the worker gets."""
-        return self._executor.submit(self._open, trial).result()
+        """Serve ``trial`` (pre-suggesting the known parameters); what the worker gets. Called
+        by the driver thread right after ``ask`` (so its samples see the study as ``ask`` left
+        it, as in ``study.optimize``), one Optuna call at a time with the server's thread."""
+        with self._optuna:
+            return self._open(trial)
 
     def close(self, trial: optuna.Trial, returned: Returned | None) -> Any:
         """The trial's task ended; ``returned`` if it returned (not raised). The objective's value.
         Never raises: the driver must hear of every trial's end."""
         try:
-            self._executor.submit(self._close, trial, returned).result()
+            with self._optuna:
+                self._close(trial, returned)
         except Exception as exc:  # bookkeeping only: the trial's outcome does not depend on it
             log.warning("sweep '%s': trial server could not close trial %d: %s", self.sweep, trial.number, exc)
         return None if returned is None else returned.value
@@ -224,8 +279,7 @@ class TrialServer:
     def _open(self, trial: optuna.Trial) -> RemoteTrialSpec:
         tid = trial_id(trial)
         self.trials[tid] = trial
-        self._sampling = None  # a fresh view of the study for each new trial
-        self._sampling_for(tid)
+        self._sampling = None  # the server thread's next sample takes a fresh view of the study
         if self.presuggest:
             asked = trial.distributions
             for name, distribution in list(self.known.items()):
@@ -238,6 +292,7 @@ class TrialServer:
             study_id=self.storage.get_study_id_from_name(self.study.study_name),
             directions=tuple(self.study.directions),
             trial=copy.deepcopy(self.storage.get_trial(tid)),
+            address=None if self.endpoint is None else self.endpoint.address,
         )
 
     def _close(self, trial: optuna.Trial, returned: Returned | None) -> None:
@@ -267,7 +322,8 @@ class TrialServer:
 
         try:
             request = loads(payload)
-            return _reply(True, self._call(request[0], *request[1:]))
+            with self._optuna:
+                return _reply(True, self._call(request[0], *request[1:]))
         except BaseException as exc:  # noqa: BLE001 - raised again on the worker
             return _reply(False, exc)
 
@@ -321,19 +377,22 @@ def _plain(value: Any) -> Any:
 
 
 class _Channel:
-    """Calls to the driver through the worker's connection to the scheduler."""
+    """Calls to the driver through the worker's connection pool: to the driver's endpoint,
+    or to the scheduler (which runs in the driver's process) where there is none."""
 
-    def __init__(self, handler: str):
+    def __init__(self, handler: str, address: str | None = None):
         from distributed import get_worker
 
         self.handler = handler
+        self.address = address
         self.worker = get_worker()
 
     def __call__(self, *request: Any) -> Any:
         from distributed.protocol.pickle import dumps, loads
         from distributed.utils import sync
 
-        send = getattr(self.worker.scheduler, self.handler)
+        peer = self.worker.scheduler if self.address is None else self.worker.rpc(self.address)
+        send = getattr(peer, self.handler)
         ok, value = loads(sync(self.worker.loop, send, payload=bytes(dumps(request))))
         if not ok:
             raise value
@@ -361,7 +420,7 @@ class RemoteTrial(optuna.Trial):
     """The ``optuna.Trial`` an objective gets on a worker (see the module docstring)."""
 
     def __init__(self, spec: RemoteTrialSpec, pruner: optuna.pruners.BasePruner, call: Callable[..., Any] | None = None):
-        self._driver = call if call is not None else _Channel(spec.handler)
+        self._driver = call if call is not None else _Channel(spec.handler, spec.address)
         self._id = spec.trial_id
         storage = RemoteStorage(self._driver, spec)
         study = optuna.Study(spec.study_name, storage=storage, sampler=_DriverSampler(), pruner=pruner)

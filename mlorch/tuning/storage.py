@@ -1,8 +1,9 @@
 """Where a sweep's Optuna study lives, and how a crashed sweep is picked up again.
 
-Default: ``JournalStorage(JournalFileBackend(<project home>/optuna/journal.log))``, an
+Default: ``JournalStorage(JournalFile(<project home>/optuna/journal.log))``, an
 append-only log that survives a killed driver and that ``optuna-dashboard`` opens
-as it is. Only the driver reads and writes it: a plain Optuna objective's trial calls
+as it is (``JournalFile`` is Optuna's file backend that does not reread the file when
+only this process wrote it; ``journal.py``). Only the driver reads and writes it: a plain Optuna objective's trial calls
 are answered by the driver (``remote_trial.py``), except where the scheduler runs in a
 process of its own (``kind: address``); there the objective runs on a worker with a real
 ``optuna.Trial`` on the same journal (one machine or a shared file system).
@@ -21,9 +22,9 @@ from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 
 from mlorch.errors import ConfigError, preview
+from mlorch.tuning.journal import JournalFile
 from mlorch.tuning.optuna_private import journal_file
 
 __all__ = ["StorageSpec", "default_journal_path", "open_storage", "serve_from_scheduler", "storage_from_spec"]
@@ -104,7 +105,7 @@ def storage_from_spec(spec: StorageSpec) -> optuna.storages.BaseStorage:
         if found is None:
             kind, where = spec
             if kind == "journal":
-                found = JournalStorage(JournalFileBackend(str(where)))
+                found = JournalStorage(JournalFile(str(where)))
             elif kind == "rdb":
                 found = optuna.storages.RDBStorage(str(where))
             elif kind == "dask":
