@@ -7,7 +7,8 @@
 One script run, same machine, same objective (two float parameters, a quadratic), TPE
 (Optuna 5.0's defaults; mlorch's "tpe" keeps ``constant_liar=True``, Optuna's default):
   - optuna:   ``study.optimize(objective, n_jobs=2)`` on an in-memory study, no tracking;
-  - mlorch:   ``mo.sweep(objective)`` on a LocalCluster of 2 worker processes (1 thread each),
+  - mlorch:   ``mo.sweep(objective)`` on mlorch's local cluster of 2 worker processes (1 thread each;
+              its scheduler in a process of its own),
               the project journal, a parent MLflow run plus one child run per trial on a fresh
               SQLite store ("tracking"), and once more with ``tracking=False``.
 The rate is trials/s from the sweep's start to the last trial's completion (Optuna's
@@ -118,7 +119,7 @@ def main() -> None:
             folder = Path(tmp) / ("tracked" if tracking else "untracked")
             folder.mkdir()
             rate, fifths, total = bench_mlorch(n, folder, tracking)
-            label = f"mlorch mo.sweep, LocalCluster, tracking {'on ' if tracking else 'off'}"
+            label = f"mlorch mo.sweep, local cluster, tracking {'on ' if tracking else 'off'}"
             rows.append((label, rate, fifths, total))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{n} TPE trials of a trivial two-parameter objective, 2 worker slots (load average after: {load}):")

@@ -70,8 +70,8 @@ def bench_optuna(n: int, folder: Path) -> float:
 def bench_mlorch(n: int, folder: Path, external: bool) -> tuple[float, float]:
     """(trials/s until the last tell, trials/s until the sweep returned: child runs ended, summary written).
 
-    ``external``: the scheduler runs in its own process (``dask scheduler`` + ``dask worker``,
-    the ``kind: address`` deployment used on HPC), not inside the driver as LocalCluster's does.
+    ``external``: a cluster started by hand (``dask scheduler`` + ``dask worker``, the ``kind: address``
+    deployment), against mlorch's local cluster (whose scheduler also runs in a process of its own).
     """
     import subprocess
 
@@ -175,7 +175,7 @@ def main() -> None:
         base = rates["optuna"]
         print(f"throughput, {n} trials of a trivial objective, one MLflow run per trial (SQLite):")
         print(f"  optuna study.optimize(n_jobs=2) + MLflowCallback        : {base:6.1f} trials/s")
-        for label, text in (("local", "LocalCluster (scheduler in the driver)"), ("external", "separate scheduler process")):
+        for label, text in (("local", "local cluster (mo.cluster())"), ("external", "dask scheduler + workers (kind: address)")):
             told, total = rates[label]
             print(
                 f"  mlorch mo.sweep, {text:38s}: {total:6.1f} trials/s end to end ({total / base:.2f}x); "

@@ -111,14 +111,14 @@ def test_spawned_workers_are_prepared_without_the_users_main_module():
 
     import distributed.nanny
 
-    from mlorch.execution.worker_main import MAIN_KEYS, SCHEDULER_PROCESS_NAME, WORKER_PROCESS_PREFIX, keep_main_out_of_workers
+    from mlorch.execution.worker_main import CHILD_PREFIX, MAIN_KEYS, WORKER_PROCESS_PREFIX, keep_main_out_of_workers
 
     keep_main_out_of_workers()
     assert f'name="{WORKER_PROCESS_PREFIX}' in open(distributed.nanny.__file__).read()
     assert "sys_path" in multiprocessing.spawn.get_preparation_data(f"{WORKER_PROCESS_PREFIX} (from Nanny)")
     worker = multiprocessing.spawn.get_preparation_data(f"{WORKER_PROCESS_PREFIX} (from Nanny)")
     assert not set(MAIN_KEYS) & set(worker)
-    assert not set(MAIN_KEYS) & set(multiprocessing.spawn.get_preparation_data(SCHEDULER_PROCESS_NAME))
+    assert not set(MAIN_KEYS) & set(multiprocessing.spawn.get_preparation_data(f"{CHILD_PREFIX}scheduler process"))
     import inspect
 
     source = inspect.getsource(multiprocessing.spawn.prepare)

@@ -180,7 +180,7 @@ def test_an_end_for_a_run_missing_from_the_store_does_not_fail_the_others(store,
     ended = bulk.start_run(exp, "ended-later", {})
     assert bulk.wait()
     store.client.delete_run(ended)
-    bulk._sql._hard_delete_run(ended)  # gone from the database, as after a manual clean-up
+    bulk._batches.sql._hard_delete_run(ended)  # gone from the database, as after a manual clean-up
     other = bulk.start_run(exp, "other", {})
     assert bulk.wait()
     with caplog.at_level(logging.WARNING, logger="mlorch.tracking"):
@@ -240,3 +240,60 @@ def test_writes_from_many_threads_land_in_order(store, bulk):
         run = store.client.get_run(run_id)
         assert run.info.status == "FINISHED" and run.data.metrics == {"loss": 19.0}
         assert len(store.client.get_metric_history(run_id, "loss")) == 20
+
+
+def test_a_long_sweeps_runs_are_committed_by_the_writer_process_and_by_the_driver_when_it_stops(store, monkeypatch, caplog):
+    """Past PROCESS_AFTER_RUNS the SQL work moves to a child; killed, the driver writes again; no run is lost."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    from mlorch.tracking import bulk as bulk_module
+
+    monkeypatch.setattr(bulk_module, "PROCESS_AFTER_RUNS", 5)
+    writer = open_bulk(store.client, store.tracking_uri)
+    assert writer is not None and writer._process is not None
+    exp = store.experiment_id("bulk-process")
+    ids = []
+    try:
+
+        def batch(n: int) -> None:
+            for _ in range(n):
+                run_id = writer.start_run(exp, f"r{len(ids)}", {"k": str(len(ids))})
+                writer.end_run(run_id, "FINISHED", metrics=[("loss", float(len(ids)), 1000, 0)], params={"i": str(len(ids))})
+                ids.append(run_id)
+            assert writer.wait()
+
+        batch(8)  # past the threshold: the child starts (the batch itself is written here meanwhile)
+        deadline = time.monotonic() + 60
+        while writer._process.state != "ready" and time.monotonic() < deadline:
+            batch(1)
+            time.sleep(0.2)
+        assert writer._process.state == "ready"
+        child = psutil.Process(writer._process._process.pid)
+        assert child.ppid() == os.getpid()
+        in_driver = []
+        driver_write = writer._batches.write
+        monkeypatch.setattr(writer._batches, "write", lambda b: (in_driver.append(len(b)), driver_write(b)))
+        batch(10)
+        assert in_driver == []  # committed by the child; the driver's writer thread only waited for it
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        with caplog.at_level(logging.WARNING, logger="mlorch.tracking"):
+            batch(10)
+        assert writer._process.state == "broken" and sum(in_driver) == 10
+        assert any("run writer process stopped" in r.getMessage() for r in caplog.records)
+    finally:
+        writer.close()
+    runs = {r.info.run_id: r for r in store.client.search_runs([exp], max_results=1000)}
+    assert set(runs) == set(ids)
+    for i, run_id in enumerate(ids):
+        run = runs[run_id]
+        assert (run.info.status, run.data.params, run.data.tags["k"], run.data.metrics) == (
+            "FINISHED",
+            {"i": str(i)},
+            str(i),
+            {"loss": float(i)},
+        )

@@ -7,13 +7,10 @@ For a sweep of short trials that GIL is the bottleneck (``benchmarks/bench_objec
 a quarter more trials per second with the scheduler out of the driver). So mlorch's
 local cluster is a ``LocalCluster`` whose scheduler spec is replaced, before it starts, by
 :class:`SchedulerProcess`: the same ``distributed.Scheduler`` with the same options,
-started in a ``spawn`` child (like distributed's nanny workers: the driver's ``sys.path``,
-the user's script not run again; ``worker_main.py``), behind distributed's public
-``ProcessInterface``. The cluster talks to it over its address as to any scheduler.
-
-The child ends with the cluster (``terminate`` from the cluster, then a join, then a
-kill), and on its own when the driver's process is gone (it watches its parent), so a
-killed driver leaves no scheduler behind.
+started in a child of the driver (``children.py``: the driver's ``sys.path``, the user's
+script not run again, gone with the driver), behind distributed's public
+``ProcessInterface``. The cluster talks to it over its address as to any scheduler, and
+ends it as any (``terminate``; then a join, then a kill).
 """
 
 from __future__ import annotations
@@ -21,21 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
-import threading
-import time
 from multiprocessing.connection import Connection
 from typing import Any
 
 from distributed import LocalCluster
 from distributed.deploy.spec import ProcessInterface
 
-from mlorch.execution.worker_main import SCHEDULER_PROCESS_NAME
+from mlorch.execution.children import exit_with_parent, spawn_child, stop_child
 
 __all__ = ["LocalClusterOwnScheduler", "SchedulerProcess"]
 
 START_TIMEOUT = 60.0  # seconds for the child to import distributed and listen
-PARENT_CHECK = 1.0  # seconds between the child's checks that the driver still lives
 
 
 class SchedulerProcess(ProcessInterface):
@@ -57,19 +50,12 @@ class SchedulerProcess(ProcessInterface):
     async def close(self) -> None:
         process, self.process = self.process, None
         if process is not None:
-            await asyncio.get_running_loop().run_in_executor(None, _stop, process)
+            await asyncio.get_running_loop().run_in_executor(None, stop_child, process)
         await super().close()
 
     def _spawn(self) -> str:
-        context = multiprocessing.get_context("spawn")
-        reader, writer = context.Pipe(duplex=False)
-        process = context.Process(
-            target=_serve,
-            args=(self.scheduler_kwargs, self.log_level, writer, os.getpid()),
-            name=SCHEDULER_PROCESS_NAME,
-            daemon=True,
-        )
-        process.start()
+        reader, writer = multiprocessing.get_context("spawn").Pipe(duplex=False)
+        process = spawn_child(_serve, (self.scheduler_kwargs, self.log_level, writer), "scheduler process")
         writer.close()
         self.process = process
         try:
@@ -98,22 +84,11 @@ class LocalClusterOwnScheduler(LocalCluster):
         await super()._start()
 
 
-def _stop(process: Any) -> None:
-    """The cluster has asked the scheduler to terminate: wait for it, then insist."""
-    process.join(10)
-    if process.is_alive():
-        process.terminate()
-        process.join(5)
-    if process.is_alive():
-        process.kill()
-        process.join(5)
-
-
 def _serve(scheduler_kwargs: dict[str, Any], log_level: int | str | None, ready: Connection, parent: int) -> None:
     """The child's main: run the scheduler until it is told to terminate or the driver is gone."""
     if log_level:
         logging.getLogger("distributed").setLevel(log_level)
-    threading.Thread(target=_watch_parent, args=(parent,), name="mlorch-watch-driver", daemon=True).start()
+    exit_with_parent(parent)
     asyncio.run(_run(scheduler_kwargs, ready))
 
 
@@ -129,9 +104,3 @@ async def _run(scheduler_kwargs: dict[str, Any], ready: Connection) -> None:
     ready.send(("ready", scheduler.address))
     ready.close()
     await scheduler.finished()
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(PARENT_CHECK)
-    os._exit(0)  # the driver died without closing its cluster

@@ -8,8 +8,8 @@ like Optuna's quick start (``mo.sweep`` at module level, no ``if __name__ ==
 
 Workers never need the user's ``__main__``: cloudpickle sends functions and classes
 defined there by value. So for the processes distributed starts as workers, the
-preparation data leaves the main module out (and for the local cluster's scheduler
-process, which mlorch starts the same way). Checked against CPython 3.11's
+preparation data leaves the main module out (and for the processes mlorch spawns
+itself, ``children.py``). Checked against CPython 3.11's
 ``multiprocessing.spawn.get_preparation_data`` (keys ``init_main_from_path`` and
 ``init_main_from_name``, also used by the forkserver method) and distributed 2026.8.0's
 process name for nanny workers; ``tests/test_private_apis.py`` fails if either moves.
@@ -21,10 +21,10 @@ import multiprocessing.spawn
 import threading
 from typing import Any
 
-__all__ = ["SCHEDULER_PROCESS_NAME", "WORKER_PROCESS_PREFIX", "keep_main_out_of_workers"]
+__all__ = ["CHILD_PREFIX", "WORKER_PROCESS_PREFIX", "keep_main_out_of_workers"]
 
 WORKER_PROCESS_PREFIX = "Dask Worker process"  # distributed.nanny names its child processes so
-SCHEDULER_PROCESS_NAME = "mlorch scheduler process"  # the local cluster's scheduler (scheduler_process.py)
+CHILD_PREFIX = "mlorch "  # the processes mlorch spawns itself (children.py): the local scheduler, the run writer
 MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 _lock = threading.Lock()
 
@@ -38,7 +38,7 @@ def keep_main_out_of_workers() -> None:
 
         def get_preparation_data(name: str) -> dict[str, Any]:
             data: dict[str, Any] = original(name)
-            if str(name).startswith((WORKER_PROCESS_PREFIX, SCHEDULER_PROCESS_NAME)):
+            if str(name).startswith((WORKER_PROCESS_PREFIX, CHILD_PREFIX)):
                 for key in MAIN_KEYS:
                     data.pop(key, None)
             return data

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlorch.names import RUN_NAME_TAG, USER_TAG
+from mlorch.tracking.bulk_process import WriterProcess
 from mlorch.tracking.limits import METRICS_PER_REQUEST, PARAMS_TAGS_PER_REQUEST, chunks, retry_busy
 from mlorch.tracking.mlflow_private import sql_models, sql_store, validate_batch
 
-__all__ = ["BulkRuns", "open_bulk"]
+__all__ = ["BulkRuns", "SqlBatches", "open_bulk"]
 
 log = logging.getLogger("mlorch.tracking")
 
@@ -57,6 +58,9 @@ _MAX_INF = 1.7976931348623157e308  # how MLflow stores +-inf (SQL has no infinit
 # How long a batch gathers writes before it commits (unless someone waits for it): a run
 # that lives less than this is inserted once, ended, and fewer transactions hold the lock.
 LINGER = 0.2
+# Runs queued before the SQL work moves to the writer process: a short sweep is not worth a
+# process (its start imports MLflow, ~1.5 s of a core); a long one of short trials is.
+PROCESS_AFTER_RUNS = 100
 
 
 @dataclass
@@ -72,8 +76,9 @@ class _Pending:
     end_time: int | None = None
 
 
-def open_bulk(client: Any) -> BulkRuns | None:
-    """A :class:`BulkRuns` for ``client``'s store, or None when that store is not one it can write."""
+def open_bulk(client: Any, tracking_uri: str | None = None) -> BulkRuns | None:
+    """A :class:`BulkRuns` for ``client``'s store, or None when that store is not one it can write.
+    With ``tracking_uri`` (the same store's), long sweeps' writes move to a child process."""
     store = sql_store(client)
     if store is None:
         return None
@@ -82,15 +87,18 @@ def open_bulk(client: Any) -> BulkRuns | None:
     if not _RUN_COLUMNS <= set(columns.keys()) or unknown:
         log.info("MLflow's run table has columns mlorch does not fill (%s): writing runs one by one", unknown)
         return None
-    return BulkRuns(client, store)
+    return BulkRuns(client, store, tracking_uri)
 
 
 class BulkRuns:
     """Queues run writes; one daemon thread commits each batch (see the module docstring)."""
 
-    def __init__(self, client: Any, sql_store: Any):
+    def __init__(self, client: Any, sql_store: Any, tracking_uri: str | None = None):
         self.client = client
-        self._sql = sql_store
+        self._batches = SqlBatches(client, sql_store)
+        # Long sweeps: the SQL work moves to a child process (bulk_process.py); None: always here.
+        self._process = None if tracking_uri is None else WriterProcess(tracking_uri)
+        self._runs = 0  # runs queued so far (the child starts once a sweep is long enough)
         self._cond = threading.Condition()
         self._pending: dict[str, _Pending] = {}
         self._queued = 0  # writes accepted so far
@@ -132,6 +140,7 @@ class BulkRuns:
             pending = self._entry(run_id)
             pending.row = row
             pending.tags.update({**tags, RUN_NAME_TAG: name})
+            self._runs += 1
         self._after_queueing()
         return run_id
 
@@ -206,6 +215,8 @@ class BulkRuns:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout)
+        if self._process is not None:
+            self._process.close()
 
     # -- the writer thread ----------------------------------------------------------------
     def _loop(self) -> None:
@@ -233,12 +244,35 @@ class BulkRuns:
                 self._urgent = False
                 upto = self._queued
             if batch:
-                self._write_batch(batch)  # logs and falls back on errors; raises only on BaseException
+                self._write_batch(batch)
             with self._cond:
                 self._committed = max(self._committed, upto)
                 self._cond.notify_all()
 
     def _write_batch(self, batch: list[_Pending]) -> None:
+        """Commit ``batch`` (logs and falls back on errors; raises only on BaseException): in the
+        writer process once the sweep is long enough and the process is up, else here."""
+        process = self._process
+        if process is not None and self._runs >= PROCESS_AFTER_RUNS and process.write(batch):
+            return
+        self._batches.write(batch)
+
+    def _artifact_location(self, experiment_id: str) -> str:
+        location = self._locations.get(experiment_id)
+        if location is None:
+            location = self._locations[experiment_id] = self.client.get_experiment(experiment_id).artifact_location
+        return location
+
+
+class SqlBatches:
+    """The SQL side: a batch of queued runs in one transaction, and the fallbacks when that fails."""
+
+    def __init__(self, client: Any, sql_store: Any):
+        self.client = client
+        self.sql = sql_store
+
+    def write(self, batch: list[_Pending]) -> None:
+        """Commit ``batch``; a failed batch is written run by run. Raises only on BaseException."""
         batch = [p for p in batch if _valid(p) or self._write_alone(p)]
         try:
             retry_busy(lambda: self._commit(batch), "bulk run write")
@@ -262,7 +296,7 @@ class BulkRuns:
             models.SqlMetric,
             models.SqlLatestMetric,
         )
-        with self._sql.ManagedSessionMaker(read_only=False) as session:
+        with self.sql.ManagedSessionMaker(read_only=False) as session:
             rows = []
             for p in batch:
                 if p.row is not None:
@@ -383,14 +417,8 @@ class BulkRuns:
     def _insert_row(self, row: dict[str, Any]) -> None:
         from sqlalchemy import insert
 
-        with self._sql.ManagedSessionMaker(read_only=False) as session:
+        with self.sql.ManagedSessionMaker(read_only=False) as session:
             session.execute(insert(sql_models().SqlRun), [row])
-
-    def _artifact_location(self, experiment_id: str) -> str:
-        location = self._locations.get(experiment_id)
-        if location is None:
-            location = self._locations[experiment_id] = self.client.get_experiment(experiment_id).artifact_location
-        return location
 
 
 def _now() -> int:

@@ -272,7 +272,7 @@ class RunStore:
         """Batched writes of many small runs (SQL stores, see ``bulk``); None where only the public API works."""
         with self._writer_lock:
             if self._bulk is False:
-                self._bulk = open_bulk(self.client)
+                self._bulk = open_bulk(self.client, self.tracking_uri)
                 if self._bulk is not None:
                     import atexit
 

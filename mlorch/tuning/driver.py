@@ -4,7 +4,10 @@ One driver thread owns the Optuna study (the only writer for flow targets). It
 keeps ``limit()`` trials in flight and reacts to one queue of events:
 
 - ``done``    a flow trial's thread finished (value, or the error);
-- ``returned`` an objective trial's task ended (its gather, done on the client's loop);
+- ``pushed``  an objective's task sent its value (a worker event, before the task ends);
+- ``finished`` an objective's task ended (``Future.add_done_callback``): without a
+              pushed value (an error, a cancel, a large value) its result is gathered on the
+              client's loop, and comes back as ``returned``;
 - ``report``  a task called ``mo.report`` (worker event): ``trial.report`` +
               ``should_prune``; pruning sets the trial's distributed ``Event``;
 - ``learned`` the first trace showed which resources a flow's tasks ask for.
@@ -106,6 +109,7 @@ class TrialRecord:
     steps: set[int] = field(default_factory=set)
     lost: int = 0
     deferred: tuple[FrozenTrial, str | None] | None = None
+    pushed: bool = False  # an objective's value came as an event (no gather needed)
 
     @property
     def number(self) -> int:
@@ -160,6 +164,7 @@ class SweepDriver:
         self._deferred: list[TrialRecord] = []
         self.finished = 0
         self._owner = f"sweep-{plan.name}-{uuid.uuid4().hex[:6]}"
+        self._result_topic = f"mlorch-result-{self._owner}" if plan.kind == "objective" else None
         self._sweep_deadline: float | None = None
         self._seen_params: dict[str, int] | None = None  # parameters -> the first trial that had them
         self._slots, self._totals = self._cluster_capacity()
@@ -233,6 +238,10 @@ class SweepDriver:
         topic = report_topic(self.plan.name)
         self.client.subscribe_topic(topic, lambda event: self.events.put(("report", event[1])))
         self.client.subscribe_topic(LOST_TOPIC, lambda event: self.events.put(("lost", event[1])))
+        topics = [topic, LOST_TOPIC]
+        if self._result_topic is not None:
+            self.client.subscribe_topic(self._result_topic, lambda event: self.events.put(("pushed", event[1])))
+            topics.append(self._result_topic)
         from mlorch.tuning.report import QuietPruning
 
         self.client.register_plugin(QuietPruning())  # a pruned trial is not an error on the workers
@@ -243,7 +252,7 @@ class SweepDriver:
             self._abort(exc)
             raise
         finally:
-            for name in (topic, LOST_TOPIC):
+            for name in topics:
                 try:
                     self.client.unsubscribe_topic(name)
                 except Exception:
@@ -289,6 +298,10 @@ class SweepDriver:
             kind = event[0]
             if kind == "done":
                 self._on_done(*event[1:])
+            elif kind == "pushed":
+                self._on_pushed(event[1])
+            elif kind == "finished":
+                self._on_finished(event[1])
             elif kind == "returned":
                 self._on_returned(*event[1:])
             elif kind == "report":
@@ -385,16 +398,35 @@ class SweepDriver:
                 sweep=self.plan.name,
                 remote=remote,
                 gc_after_trial=self.plan.gc_after_trial,
+                result_topic=self._result_topic,
             )
             key = f"mlorch-trial-{self.plan.target_name}-{rec.number}-{uuid.uuid4().hex[:8]}"
             rec.future = self.client.submit(run_objective, call, key=key, pure=False, resources=self.plan.resources)
-            gathered = asyncio.run_coroutine_threadsafe(_gather(self.client, rec.future), event_loop(self.client))
+            rec.future.add_done_callback(lambda _: self.events.put(("finished", rec)))
         except BaseException as exc:  # noqa: BLE001 - the trial fails, the sweep goes on
             failed: Future[Any] = Future()
             failed.set_exception(exc)
             self.events.put(("returned", rec, failed))
-        else:
-            gathered.add_done_callback(lambda done: self.events.put(("returned", rec, done)))
+
+    def _on_pushed(self, msg: dict[str, Any]) -> None:
+        """An objective's value, sent by its worker before its task ended."""
+        rec = self.inflight.get(int(msg.get("trial", -1)))
+        if rec is None or rec.closed or rec.pushed or not isinstance(msg.get("payload"), bytes):
+            return
+        from distributed.protocol.pickle import loads
+
+        rec.pushed = True
+        value: Future[Any] = Future()
+        value.set_result(loads(msg["payload"]))
+        self._on_returned(rec, value)
+
+    def _on_finished(self, rec: TrialRecord) -> None:
+        """An objective's task ended: done if its value came first; else fetch its result or error."""
+        if rec.pushed:
+            rec.future = None  # the client forgets the key
+            return
+        gathered = asyncio.run_coroutine_threadsafe(_gather(self.client, rec.future), event_loop(self.client))
+        gathered.add_done_callback(lambda done: self.events.put(("returned", rec, done)))
 
     def _on_returned(self, rec: TrialRecord, gathered: Future[Any]) -> None:
         """An objective's task ended: its value from the worker, or its error."""
@@ -442,6 +474,8 @@ class SweepDriver:
                 return
             if event[0] == "done" and event[1].closed:
                 self._end_deferred(event[1])
+            elif event[0] == "finished" and event[1].closed:
+                self._on_finished(event[1])
             elif event[0] == "returned" and event[1].closed:
                 self._on_returned(*event[1:])
 

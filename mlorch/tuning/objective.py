@@ -15,7 +15,9 @@ to give it a real ``optuna.Trial``:
   same numbers (so a stateful sampler does not behave as in ``study.optimize``).
 
 Either way the worker never tells the trial: it returns the value, and the driver tells
-(one place decides COMPLETE/PRUNED/FAIL for every kind of target).
+(one place decides COMPLETE/PRUNED/FAIL for every kind of target). A small value also
+travels to the driver as a scheduler event, ahead of the task's completion, which saves
+the driver a round trip to the worker per trial (``_push``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from mlorch.tuning.storage import StorageSpec, storage_from_spec
 
 __all__ = ["ObjectiveCall", "run_objective"]
 
+PUSH_LIMIT = 64 * 1024  # bytes of a pickled result sent as an event; larger ones are gathered
+
 
 @dataclass(frozen=True)
 class ObjectiveCall:
@@ -45,16 +49,32 @@ class ObjectiveCall:
     sweep: str
     remote: RemoteTrialSpec | None = None  # set: the driver answers the trial's calls
     gc_after_trial: bool = False  # gc.collect() once the objective returned (study.optimize's option)
+    result_topic: str | None = None  # set: the value is also pushed to the driver as an event
 
 
 def run_objective(call: ObjectiveCall) -> Any:
     """The objective's return value (with the names it asked for, for a RemoteTrial: the driver
     pre-suggests only parameters every trial asks for); ``optuna.TrialPruned`` and errors propagate."""
     try:
-        return _run(call)
+        result = _run(call)
+        if call.result_topic is not None:
+            _push(call.result_topic, call.number, result)
+        return result
     finally:
         if call.gc_after_trial:
             gc.collect()
+
+
+def _push(topic: str, number: int, result: Any) -> None:
+    """Send a small result to the driver with the task's own messages to the scheduler (an event
+    on ``topic``), so the driver need not fetch it from this worker; it still returns as the
+    task's result, which the driver gathers if the event is missing (or too large to send)."""
+    from distributed import get_worker
+    from distributed.protocol.pickle import dumps
+
+    payload = bytes(dumps(result))
+    if len(payload) <= PUSH_LIMIT:
+        get_worker().log_event(topic, {"trial": number, "payload": payload})
 
 
 def _run(call: ObjectiveCall) -> Any:

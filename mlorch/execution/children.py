@@ -1,0 +1,53 @@
+"""Processes mlorch starts beside the driver (the local scheduler, the MLflow run writer).
+
+They take work off the driver's one GIL. Each is a ``spawn`` child (the driver's
+``sys.path``, no fork of a process full of threads) named with :data:`CHILD_PREFIX`, so
+the user's script is not run again in it (``worker_main.py``), and each ends on its own
+when the driver's process is gone: a driver killed with SIGKILL leaves none behind.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mlorch.execution.worker_main import CHILD_PREFIX, keep_main_out_of_workers
+
+__all__ = ["CHILD_PREFIX", "exit_with_parent", "spawn_child", "stop_child"]
+
+PARENT_CHECK = 1.0  # seconds between a child's checks that the driver still lives
+
+
+def spawn_child(target: Callable[..., None], args: tuple[Any, ...], name: str) -> Any:
+    """Start ``target(*args, parent_pid)`` in a daemonic spawn child named ``mlorch <name>``."""
+    keep_main_out_of_workers()
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(target=target, args=(*args, os.getpid()), name=f"{CHILD_PREFIX}{name}", daemon=True)
+    process.start()
+    return process
+
+
+def exit_with_parent(parent: int) -> None:
+    """In a child: end this process as soon as ``parent`` is no longer its parent."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK)
+        os._exit(0)  # the driver died without closing us
+
+    threading.Thread(target=watch, name="mlorch-watch-driver", daemon=True).start()
+
+
+def stop_child(process: Any, grace: float = 10.0) -> None:
+    """Wait ``grace`` seconds for a child that was asked to end, then terminate, then kill it."""
+    process.join(grace)
+    if process.is_alive():
+        process.terminate()
+        process.join(5)
+    if process.is_alive():
+        process.kill()
+        process.join(5)
