@@ -280,3 +280,45 @@ def test_a_failed_shared_step_is_recomputed_for_later_trials(cluster, store, log
     states = [t.state for t in sorted(study.study.trials, key=lambda t: t.number)]
     assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert len(sf.records(log, "flaky_load")) == 2  # failed once, then computed once and shared
+
+
+def _drawn_study(n: int = 30) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: (t.suggest_float("x", -1, 1) - 0.5) ** 2 + t.suggest_int("n", 0, 3), n_trials=n)
+    return study
+
+
+def test_a_long_sweeps_plots_are_drawn_by_a_child_process(tmp_path):
+    import os
+
+    import psutil
+
+    from mlorch.tracking.sweep_summary import CHILD_PLOTS_FROM, PlotsInChild, _plots, plotter
+
+    assert isinstance(plotter(CHILD_PLOTS_FROM), PlotsInChild) and not isinstance(plotter(5), PlotsInChild)
+    study = _drawn_study()
+    plots = PlotsInChild()
+    child = psutil.Process(plots._process.pid)
+    assert child.ppid() == os.getpid()
+    (tmp_path / "child").mkdir()
+    (tmp_path / "here").mkdir()
+    drawn = plots.draw(study, tmp_path / "child", False)
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE  # done with it
+    here = _plots(study, tmp_path / "here", False)
+    assert [p.name for p in drawn] == [p.name for p in here] and "param_importances.png" in [p.name for p in drawn]
+    assert all(p.parent == tmp_path / "child" and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in drawn)
+
+
+def test_plots_are_drawn_in_the_driver_when_the_plots_process_is_gone(tmp_path, caplog):
+    import logging
+
+    from mlorch.tracking.sweep_summary import PlotsInChild
+
+    plots = PlotsInChild()
+    plots._process.kill()  # SIGKILL: as if it had crashed
+    plots._process.join(10)
+    with caplog.at_level(logging.WARNING, logger="mlorch.sweep"):
+        drawn = plots.draw(_drawn_study(), tmp_path, False)
+    assert "optimization_history.png" in [p.name for p in drawn] and all(p.exists() for p in drawn)
+    assert any("plots process stopped" in r.getMessage() for r in caplog.records)

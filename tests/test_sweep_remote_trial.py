@@ -182,3 +182,19 @@ def test_a_timed_out_trial_that_calls_the_driver_later_changes_nothing(cluster, 
     assert [t.state for t in trials[1:]] == [TrialState.COMPLETE, TrialState.COMPLETE]
     time.sleep(2.0)  # the zombie's report reaches the driver, which refuses it
     assert sweep.study.trials[0].intermediate_values == {}
+
+
+def test_on_a_local_cluster_workers_call_the_drivers_own_endpoint_on_loopback(cluster, project, no_tracking, tmp_path):
+    """The local scheduler is a process of its own: the driver listens for trial calls itself, on 127.0.0.1 only."""
+    import socket
+
+    sweep = _sweep(ro.where_the_driver_listens, tmp_path, cluster, "endpoint", n_trials=4, max_concurrency=2)
+    trials = sweep.study.trials
+    assert all(t.state == TrialState.COMPLETE for t in trials)  # suggest_float of trial 0 was a call to the driver
+    addresses = {t.user_attrs["driver_address"] for t in trials}
+    assert len(addresses) == 1
+    address = addresses.pop()
+    assert address.startswith("tcp://127.0.0.1:")
+    host, port = address.removeprefix("tcp://").rsplit(":", 1)
+    with pytest.raises(OSError):  # closed with the sweep
+        socket.create_connection((host, int(port)), timeout=2).close()

@@ -3,7 +3,7 @@
 In a long sweep of short trials the driver's process is bound by its one GIL (Optuna's
 sampler, the journal, the Dask client), and committing the trials' runs (MLflow's
 validation, SQLAlchemy, SQLite) is about a tenth of that work
-(``benchmarks/bench_objective.py``). :class:`WriterProcess` runs :class:`~mlorch.tracking.bulk.SqlBatches`
+(``benchmarks/bench_objective.py``). :class:`WriterProcess` runs :class:`~mlorch.tracking.bulk_sql.SqlBatches`
 for the same store in a child (``execution/children.py``: spawned, the user's script not run
 again, gone with the driver). The driver's writer thread still takes each batch from the
 queue in order; it sends the batch through a pipe and waits for the child's commit, so
@@ -108,7 +108,7 @@ def _serve(tracking_uri: str, conn: Connection, parent: int) -> None:
     try:
         from mlflow import MlflowClient
 
-        from mlorch.tracking.bulk import SqlBatches
+        from mlorch.tracking.bulk_sql import SqlBatches
         from mlorch.tracking.mlflow_private import sql_store
 
         client = MlflowClient(tracking_uri)

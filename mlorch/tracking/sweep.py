@@ -61,6 +61,8 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from mlorch.tracking.sweep_summary import Plotter
+
 __all__ = ["SweepTracker", "run_status"]
 
 log = logging.getLogger("mlorch.sweep")
@@ -89,7 +91,7 @@ class SweepTracker:
         self._creating: dict[int, threading.Event] = {}  # trial number -> set once its run exists
         self._state_tagged: dict[str, str] = {}  # run -> the state its tags already say
         self._fillers: dict[str, SweepTrialHook] = {}  # run -> the hook that filled it (what it logged)
-        self._importing: threading.Thread | None = None
+        self._plots: Plotter | None = None
 
     # -- the sweep ------------------------------------------------------------------------
     def sweep_started(
@@ -104,10 +106,10 @@ class SweepTracker:
         **_: Any,
     ) -> None:
         """Create the parent run, or reopen the one a previous (crashed) driver made."""
-        from mlorch.tracking.sweep_summary import import_plotting
+        from mlorch.tracking.sweep_summary import plotter
 
-        self._importing = threading.Thread(target=import_plotting, name="mlorch-import-plotting", daemon=True)
-        self._importing.start()
+        n_trials = summary.get("n_trials")
+        self._plots = plotter(n_trials if isinstance(n_trials, int) else 0)
         self.experiment, self.study_name, self.metrics = experiment, study.study_name, list(metrics)
         self.define_by_run = kind == "objective"
         tags = {SWEEP_TAG: study.study_name, STUDY_TAG: study.study_name}
@@ -168,8 +170,13 @@ class SweepTracker:
 
         if self.parent_run_id is None:
             self.writer.close()
+            if self._plots is not None:
+                self._plots.close()
             return
-        write_summary(self.store, study, self.parent_run_id, self.metrics, self._importing, before=self.writer.close)
+        from mlorch.tracking.sweep_summary import PlotsHere
+
+        plots = self._plots if self._plots is not None else PlotsHere()
+        write_summary(self.store, study, self.parent_run_id, self.metrics, plots, before=self.writer.close)
         self.store.end_run(self.parent_run_id, status)
 
     # -- trials ---------------------------------------------------------------------------

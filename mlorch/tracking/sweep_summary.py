@@ -2,31 +2,132 @@
 and the registry alias ``best`` on the best trial's model.
 
 Plots are drawn with matplotlib (no browser, no plotly) while the child runs are still
-being written; :func:`import_plotting` warms the imports while trials run.
+being written, by a :func:`plotter` chosen when the sweep starts: a short sweep's in this
+process, its imports warmed by a thread while trials run; a long sweep's in a child process
+(:class:`PlotsInChild`), so the imports (about a second of CPU: scikit-learn comes with
+``optuna.importance``) and the drawing do not take the driver's GIL from its trials.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import re
 import tempfile
 import threading
 import warnings
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from mlorch.execution.children import exit_with_parent, spawn_child, stop_child
 from mlorch.names import BEST_MODEL_TAG, BEST_TAG_PREFIX, RUN_ATTR
 from mlorch.tracking.models import register_version
 from mlorch.tracking.store import RunStore
 
-__all__ = ["import_plotting", "sweep_alias", "write_summary"]
+__all__ = ["PlotsHere", "PlotsInChild", "import_plotting", "plotter", "sweep_alias", "write_summary"]
 
 log = logging.getLogger("mlorch.sweep")
 BEST_ALIAS = "best"
+CHILD_PLOTS_FROM = 100  # trials: a sweep this long draws its plots in a child process
+DRAW_TIMEOUT = 600.0  # seconds the driver waits for the child's plots before drawing them itself
+
+
+class Plotter(Protocol):
+    def draw(self, study: optuna.Study, folder: Path, multi: bool) -> list[Path]: ...
+    def close(self) -> None: ...
+
+
+def plotter(n_trials: int) -> Plotter:
+    """Where a sweep of ``n_trials`` draws its plots (see the module docstring); started now."""
+    return PlotsInChild() if n_trials >= CHILD_PLOTS_FROM else PlotsHere()
+
+
+class PlotsHere:
+    """Plots drawn in this process; a thread imports what they need while trials run."""
+
+    def __init__(self) -> None:
+        self._importing = threading.Thread(target=import_plotting, name="mlorch-import-plotting", daemon=True)
+        self._importing.start()
+
+    def draw(self, study: optuna.Study, folder: Path, multi: bool) -> list[Path]:
+        self._importing.join()  # one thread importing a package at a time
+        return _plots(study, folder, multi)
+
+    def close(self) -> None:
+        """Nothing to end (the import thread is a daemon)."""
+
+
+class PlotsInChild:
+    """Plots drawn in a child process (``execution/children.py``) that imports what they need at once
+    and then waits for the study's finished trials. If it cannot, they are drawn here."""
+
+    def __init__(self) -> None:
+        self._conn: Connection | None = None
+        self._process: Any = None
+        try:
+            ours, theirs = multiprocessing.get_context("spawn").Pipe()
+            self._process = spawn_child(_draw_in_child, (theirs,), "plots process")
+            theirs.close()
+            self._conn = ours
+        except Exception as exc:  # noqa: BLE001 - drawn here instead
+            log.debug("sweep tracking: no plots process (%s): plots are drawn in the driver", exc)
+
+    def draw(self, study: optuna.Study, folder: Path, multi: bool) -> list[Path]:
+        conn = self._conn
+        if conn is not None:
+            try:
+                trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+                conn.send((trials, list(study.directions), study.study_name, str(folder), multi))
+                if conn.poll(DRAW_TIMEOUT):
+                    ok, value = conn.recv()
+                    if ok:
+                        return [Path(p) for p in value]
+                    log.warning("sweep tracking: the plots process failed (%s); drawing the plots here", value)
+                else:
+                    log.warning("sweep tracking: no plots after %g s; drawing them here", DRAW_TIMEOUT)
+            except (OSError, EOFError) as exc:
+                log.warning("sweep tracking: the plots process stopped (%s); drawing the plots here", exc)
+            finally:
+                self.close()
+        return _plots(study, folder, multi)
+
+    def close(self) -> None:
+        conn, process = self._conn, self._process
+        self._conn = self._process = None
+        if conn is not None:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+            conn.close()
+        if process is not None:
+            stop_child(process)
+
+
+def _draw_in_child(conn: Connection, parent: int) -> None:
+    """The plots process: import, then draw each study it is sent into its folder; ``None`` ends it."""
+    exit_with_parent(parent)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import_plotting()
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        trials, directions, name, folder, multi = request
+        try:
+            study = optuna.create_study(directions=directions, study_name=name)  # in memory: a copy to draw
+            study.add_trials(trials)
+            conn.send((True, [str(p) for p in _plots(study, Path(folder), multi)]))
+        except Exception as exc:  # noqa: BLE001 - the driver draws them then
+            conn.send((False, f"{type(exc).__name__}: {exc}"))
 
 
 def write_summary(
@@ -34,7 +135,7 @@ def write_summary(
     study: optuna.Study,
     parent: str,
     metrics: list[str],
-    importing: threading.Thread | None,
+    plots: Plotter,
     before: Callable[[], None],
 ) -> None:
     """Draw the plots while ``before()`` (the child runs' writers finishing) runs, then write the summary."""
@@ -43,9 +144,7 @@ def write_summary(
         multi = len(study.directions) > 1
 
         def draw() -> None:
-            if importing is not None:
-                importing.join()  # one thread importing a package at a time
-            files.extend(_plots(study, Path(tmp), multi))
+            files.extend(plots.draw(study, Path(tmp), multi))
 
         drawer = threading.Thread(target=draw, daemon=True)
         drawer.start()

@@ -109,7 +109,7 @@ class TrialRecord:
     steps: set[int] = field(default_factory=set)
     lost: int = 0
     deferred: tuple[FrozenTrial, str | None] | None = None
-    pushed: bool = False  # an objective's value came as an event (no gather needed)
+    value_taken: bool = False  # an objective's value came as an event, or is being gathered: once
 
     @property
     def number(self) -> int:
@@ -411,20 +411,21 @@ class SweepDriver:
     def _on_pushed(self, msg: dict[str, Any]) -> None:
         """An objective's value, sent by its worker before its task ended."""
         rec = self.inflight.get(int(msg.get("trial", -1)))
-        if rec is None or rec.closed or rec.pushed or not isinstance(msg.get("payload"), bytes):
+        if rec is None or rec.closed or rec.value_taken or not isinstance(msg.get("payload"), bytes):
             return
         from distributed.protocol.pickle import loads
 
-        rec.pushed = True
+        rec.value_taken = True
         value: Future[Any] = Future()
         value.set_result(loads(msg["payload"]))
         self._on_returned(rec, value)
 
     def _on_finished(self, rec: TrialRecord) -> None:
         """An objective's task ended: done if its value came first; else fetch its result or error."""
-        if rec.pushed:
+        if rec.value_taken:
             rec.future = None  # the client forgets the key
             return
+        rec.value_taken = True
         gathered = asyncio.run_coroutine_threadsafe(_gather(self.client, rec.future), event_loop(self.client))
         gathered.add_done_callback(lambda done: self.events.put(("returned", rec, done)))
 

@@ -3,10 +3,9 @@
 Such an objective defines its space by calling ``trial.suggest_*`` as it runs. Two ways
 to give it a real ``optuna.Trial``:
 
-- where the scheduler runs in the driver's process (LocalCluster, dask-jobqueue), a
-  :class:`~mlorch.tuning.remote_trial.RemoteTrial`: every Optuna call is answered by the
-  driver's own trial, sampler, pruner and storage (``remote_trial.py``), and the worker
-  never opens the storage;
+- on local and batch clusters, a :class:`~mlorch.tuning.remote_trial.RemoteTrial`:
+  every Optuna call is answered by the driver's own trial, sampler, pruner and storage
+  (``remote_trial.py``), and the worker never opens the storage;
 - otherwise (``kind: address``) the worker reopens the study from the storage spec (the
   journal file: one machine or a shared file system; ``DaskStorage`` on batch clusters)
   and wraps the trial the driver asked for (``optuna.Trial(study, trial_id)``). Parameters

@@ -10,17 +10,19 @@ sampler and pruner) and the driver's storage. So the sampler is the driver's one
 as in ``study.optimize``: a stateful or custom sampler does not repeat itself on copies,
 TPE's constant liar sees every trial in flight, and workers never open the storage.
 
-Transport: a scheduler handler (as optuna-integration's ``DaskStorage`` registers its
-own). It only works where the scheduler runs in the driver's process (LocalCluster,
-dask-jobqueue clusters); :func:`serve_trials` finds out by registering through
-``run_on_scheduler`` and looking for the server in the module's registry, which only the
-driver's process has. Elsewhere (``kind: address``: a scheduler in its own process) it
-returns None and the sweep keeps the storage-based path of ``objective.py`` (the worker
-reopens the journal, or ``DaskStorage`` on batch clusters, and samples with a copy of the
-sampler). On the worker a call is ``worker.scheduler.<handler>(payload=...)`` on the
-worker's own connection pool; requests and replies are pickled (values as plain
-in-memory Optuna accepts them, numpy arrays included). The scheduler's event loop only
-forwards: the calls run on the server's thread, one at a time in arrival order (and one
+Transport: where the scheduler runs in the driver's process (dask-jobqueue clusters), a
+scheduler handler (as optuna-integration's ``DaskStorage`` registers its own), so calls
+take the workers' existing TLS connections; :func:`serve_trials` finds out by registering
+through ``run_on_scheduler`` and looking for the server in the module's registry, which
+only the driver's process has. On mlorch's local cluster, whose scheduler is a process of
+its own (``execution/scheduler_process.py``), the driver listens itself: a ``distributed``
+comm server on 127.0.0.1 (``_Endpoint``) whose address travels with the trial. Elsewhere
+(``kind: address``: a scheduler and workers that may be on other machines) it returns
+None and the sweep keeps the storage-based path of ``objective.py`` (the worker reopens
+the journal and samples with a copy of the sampler). On the worker a call is
+``<peer>.<handler>(payload=...)`` on the worker's own connection pool (the scheduler or
+the endpoint); requests and replies are pickled (values as plain
+in-memory Optuna accepts them, numpy arrays included). The event loop only forwards: the calls run on the server's thread, one at a time in arrival order (and one
 at a time with the driver thread's pre-suggestions, under the server's lock).
 
 Speed: a round trip per ``suggest_*`` would cost more than a trivial objective. Right

@@ -145,3 +145,9 @@ def first_overstays(trial: optuna.Trial) -> float:
         time.sleep(2.5)
         trial.report(x, 0)  # the driver no longer serves this trial: raises here
     return x
+
+
+def where_the_driver_listens(trial: optuna.Trial) -> float:
+    """Records the address this trial's calls go to (None: through the scheduler)."""
+    trial.set_user_attr("driver_address", getattr(trial._driver, "address", "?"))
+    return trial.suggest_float("x", 0, 1)
