@@ -62,6 +62,32 @@ def bench_optuna(n: int) -> tuple[float, list[float]]:
     return _rates(start, study.trials)
 
 
+def bench_sampler_cost(n: int, folder: Path) -> list[tuple[str, float, float]]:
+    """(storage, CPU ms per trial, of which sampling) of ask + two suggest_float + tell on one thread,
+    3 trials kept running (TPE's constant liar sees them, as in a sweep with trials in flight)."""
+    import optuna
+    from optuna.storages import JournalStorage
+
+    from mlorch.tuning.journal import JournalFile
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = []
+    for label, storage in (("memory", None), ("mlorch journal", JournalStorage(JournalFile(str(folder / "j.log"))))):
+        study = optuna.create_study(storage=storage, sampler=optuna.samplers.TPESampler(constant_liar=True))
+        running: list[tuple[optuna.Trial, float]] = []
+        start, sampling = time.process_time(), 0.0
+        for _ in range(n):
+            trial = study.ask()
+            t0 = time.process_time()
+            x, y = trial.suggest_float("x", -10, 10), trial.suggest_float("y", -10, 10)
+            sampling += time.process_time() - t0
+            running.append((trial, (x - 2) ** 2 + (y + 1) ** 2))
+            if len(running) > 3:
+                study.tell(*running.pop(0))
+        rows.append((label, 1e3 * (time.process_time() - start) / n, 1e3 * sampling / n))
+    return rows
+
+
 def bench_mlorch(n: int, folder: Path, tracking: bool) -> tuple[float, list[float], float]:
     """(trials/s to the last completion, per fifth, trials/s until mo.sweep returned)."""
     import mlorch as mo
@@ -106,8 +132,14 @@ def main() -> None:
     parser.add_argument(
         "--round-trips", action="store_true", help="no pre-suggestion: every suggest_* of a worker asks the driver"
     )
+    parser.add_argument("--sampler-cost", action="store_true", help="only TPE's ask/suggest/tell, in memory and on the journal")
     args = parser.parse_args()
     n = args.trials
+    if args.sampler_cost:
+        with tempfile.TemporaryDirectory(prefix="bench-sampler-") as tmp:
+            for label, total, sampling in bench_sampler_cost(n, Path(tmp)):
+                print(f"{n} trials, {label:15s}: {total:.2f} ms CPU per trial, of which sampling {sampling:.2f} ms")
+        return
     if args.round_trips:
         from mlorch.tuning.remote_trial import TrialServer
 

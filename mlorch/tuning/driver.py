@@ -134,7 +134,7 @@ class SweepDriver:
         self.study = study
         self.storage_spec = storage_spec
 
-        # The driver answers an objective's Optuna calls when the scheduler runs in this process.
+        # The driver answers an objective's Optuna calls on local and batch clusters (remote_trial.py).
         self.trial_server = (
             serve_trials(study, self.client, plan.name, local=handle.kind == "local") if plan.kind == "objective" else None
         )
@@ -379,8 +379,8 @@ class SweepDriver:
             self.events.put(("done", rec, None, exc))
 
     def _submit_objective(self, rec: TrialRecord) -> None:
-        """Submit an objective's task from the driver thread; its end comes back as a ``returned``
-        event (no thread per trial: the gather runs on the client's event loop)."""
+        """Submit an objective's task from the driver thread (no thread per trial); its value comes
+        back as a ``pushed`` event, its end as ``finished``, an error as ``returned``."""
         from mlorch.tuning.objective import ObjectiveCall, run_objective
 
         server = self.trial_server
@@ -415,9 +415,13 @@ class SweepDriver:
             return
         from distributed.protocol.pickle import loads
 
-        rec.value_taken = True
         value: Future[Any] = Future()
-        value.set_result(loads(msg["payload"]))
+        try:
+            value.set_result(loads(msg["payload"]))
+        except Exception as exc:  # noqa: BLE001 - the task's own result is gathered instead
+            log.debug("sweep '%s': trial %d: unreadable value event (%s)", self.plan.name, rec.number, exc)
+            return
+        rec.value_taken = True
         self._on_returned(rec, value)
 
     def _on_finished(self, rec: TrialRecord) -> None:

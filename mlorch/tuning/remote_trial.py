@@ -21,13 +21,14 @@ comm server on 127.0.0.1 (``_Endpoint``) whose address travels with the trial. E
 None and the sweep keeps the storage-based path of ``objective.py`` (the worker reopens
 the journal and samples with a copy of the sampler). On the worker a call is
 ``<peer>.<handler>(payload=...)`` on the worker's own connection pool (the scheduler or
-the endpoint); requests and replies are pickled (values as plain
-in-memory Optuna accepts them, numpy arrays included). The event loop only forwards: the calls run on the server's thread, one at a time in arrival order (and one
-at a time with the driver thread's pre-suggestions, under the server's lock).
+the endpoint); requests and replies are pickled (values as plain in-memory Optuna accepts
+them, numpy arrays included). The event loop only forwards: the calls run on the server's
+thread, one at a time in arrival order (and one at a time with the driver thread's
+pre-suggestions, under the server's lock).
 
 Speed: a round trip per ``suggest_*`` would cost more than a trivial objective. Right
-after the trial is asked, the driver thread *pre-suggests* every parameter earlier trials asked
-for (same name and distribution, in the order first seen, with the driver's trial, so the
+after the trial is asked, the driver thread *pre-suggests* every parameter earlier trials
+asked for (same name and distribution, in the order first seen, with the driver's trial, so the
 values are in the storage before the trial leaves and the sampler is called in the order
 ``study.optimize`` would call it) and sends them with the trial; the worker's
 ``suggest_*`` of such a parameter is then local. Only a new parameter or a changed
