@@ -140,3 +140,44 @@ def test_a_killed_driver_leaves_no_scheduler_behind(tmp_path):
         assert not scheduler.is_running() or scheduler.status() == psutil.STATUS_ZOMBIE
     finally:
         driver.kill()
+
+
+def test_ctrl_c_to_the_process_group_leaves_the_driver_its_scheduler(tmp_path):
+    """A terminal's Ctrl-C (SIGINT to the whole group) reaches the scheduler child too: it ignores it,
+    so the driver, cleaning up after its KeyboardInterrupt (cancelling futures, setting events), still
+    reaches its scheduler at once. (distributed's own worker processes do stop on it.)"""
+    import signal
+
+    code = (
+        "import time, distributed, mlorch as mo\n"
+        "handle = mo.cluster(n_workers=1, gpus=0, dashboard_address=None)\n"
+        "try:\n"
+        "    print('up', flush=True)\n"
+        "    time.sleep(600)\n"
+        "except KeyboardInterrupt:\n"
+        "    t0 = time.monotonic()\n"
+        "    distributed.Event('cleanup', client=handle.client).set()\n"
+        "    answer = handle.client.run_on_scheduler(lambda: 6 * 7)\n"
+        "    print('after ctrl-c', answer, round(time.monotonic() - t0), flush=True)\n"
+        "    handle.close()\n"
+    )
+    env = {**os.environ, "MLORCH_TRACKING": "off", "MLORCH_HOME": str(tmp_path / "project")}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path, env=env, start_new_session=True
+    )
+    try:
+        assert driver.stdout is not None and driver.stdout.readline().strip() == "up"
+        os.killpg(driver.pid, signal.SIGINT)
+        out, _ = driver.communicate(timeout=60)
+        assert "after ctrl-c 42 0" in out and driver.returncode == 0, out  # answered within a second
+    finally:
+        driver.kill()
+
+
+def test_the_local_scheduler_takes_the_drivers_dask_config(no_tracking):
+    """``dask.config.set`` in a script reaches the scheduler process, as it reaches nanny workers."""
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 7}):
+        with mo.cluster(n_workers=1, gpus=0, dashboard_address=None) as handle:
+            assert handle.client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures) == 7

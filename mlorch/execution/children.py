@@ -3,13 +3,16 @@
 They take work off the driver's one GIL. Each is a ``spawn`` child (the driver's
 ``sys.path``, no fork of a process full of threads) named with :data:`CHILD_PREFIX`, so
 the user's script is not run again in it (``worker_main.py``), and each ends on its own
-when the driver's process is gone: a driver killed with SIGKILL leaves none behind.
+when the driver's process is gone: a driver killed with SIGKILL leaves none behind. They
+ignore SIGINT and SIGTERM, which a terminal or a batch system sends to the whole group:
+the driver decides when they end.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +35,12 @@ def spawn_child(target: Callable[..., None], args: tuple[Any, ...], name: str) -
 
 
 def exit_with_parent(parent: int) -> None:
-    """In a child: end this process as soon as ``parent`` is no longer its parent."""
+    """In a child, first thing: end this process as soon as ``parent`` is no longer its parent,
+    and only then. Ctrl-C in a terminal (SIGINT to the whole process group) and ``scancel``
+    (SIGTERM to every process of the job) also reach the children; they ignore both, so the
+    driver, which handles them, still has its scheduler and writers while it cleans up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -43,11 +51,8 @@ def exit_with_parent(parent: int) -> None:
 
 
 def stop_child(process: Any, grace: float = 10.0) -> None:
-    """Wait ``grace`` seconds for a child that was asked to end, then terminate, then kill it."""
+    """Wait ``grace`` seconds for a child that was asked to end, then kill it (it ignores SIGTERM)."""
     process.join(grace)
-    if process.is_alive():
-        process.terminate()
-        process.join(5)
     if process.is_alive():
         process.kill()
         process.join(5)

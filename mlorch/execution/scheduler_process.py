@@ -9,8 +9,9 @@ local cluster is a ``LocalCluster`` whose scheduler spec is replaced, before it 
 :class:`SchedulerProcess`: the same ``distributed.Scheduler`` with the same options,
 started in a child of the driver (``children.py``: the driver's ``sys.path``, the user's
 script not run again, gone with the driver), behind distributed's public
-``ProcessInterface``. The cluster talks to it over its address as to any scheduler, and
-ends it as any (``terminate``; then a join, then a kill).
+``ProcessInterface``, with the driver's dask config (``dask.config.set`` in a script
+reaches it, as it reaches nanny workers). The cluster talks to it over its address as to
+any scheduler, and ends it as any (``terminate``; then a join, then a kill).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import multiprocessing
 from multiprocessing.connection import Connection
 from typing import Any
 
+import dask.config
 from distributed import LocalCluster
 from distributed.deploy.spec import ProcessInterface
 
@@ -55,7 +57,8 @@ class SchedulerProcess(ProcessInterface):
 
     def _spawn(self) -> str:
         reader, writer = multiprocessing.get_context("spawn").Pipe(duplex=False)
-        process = spawn_child(_serve, (self.scheduler_kwargs, self.log_level, writer), "scheduler process")
+        config = dask.config.config  # what dask.config.set(...) changed in the driver, as Nanny gives its workers
+        process = spawn_child(_serve, (self.scheduler_kwargs, self.log_level, config, writer), "scheduler process")
         writer.close()
         self.process = process
         try:
@@ -84,11 +87,14 @@ class LocalClusterOwnScheduler(LocalCluster):
         await super()._start()
 
 
-def _serve(scheduler_kwargs: dict[str, Any], log_level: int | str | None, ready: Connection, parent: int) -> None:
+def _serve(
+    scheduler_kwargs: dict[str, Any], log_level: int | str | None, config: dict[str, Any], ready: Connection, parent: int
+) -> None:
     """The child's main: run the scheduler until it is told to terminate or the driver is gone."""
+    exit_with_parent(parent)
+    dask.config.update(dask.config.config, config, priority="new")
     if log_level:
         logging.getLogger("distributed").setLevel(log_level)
-    exit_with_parent(parent)
     asyncio.run(_run(scheduler_kwargs, ready))
 
 

@@ -16,6 +16,7 @@ import re
 import tempfile
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -76,6 +77,8 @@ class PlotsInChild:
             self._conn = ours
         except Exception as exc:  # noqa: BLE001 - drawn here instead
             log.debug("sweep tracking: no plots process (%s): plots are drawn in the driver", exc)
+        # A sweep that fails before its summary drops its tracker: the child goes with it.
+        self._finalizer = weakref.finalize(self, _end_child, self._conn, self._process)
 
     def draw(self, study: optuna.Study, folder: Path, multi: bool) -> list[Path]:
         conn = self._conn
@@ -90,23 +93,26 @@ class PlotsInChild:
                     log.warning("sweep tracking: the plots process failed (%s); drawing the plots here", value)
                 else:
                     log.warning("sweep tracking: no plots after %g s; drawing them here", DRAW_TIMEOUT)
-            except (OSError, EOFError) as exc:
+            except Exception as exc:  # noqa: BLE001 - stopped, or the trials cannot be sent: drawn here
                 log.warning("sweep tracking: the plots process stopped (%s); drawing the plots here", exc)
             finally:
                 self.close()
         return _plots(study, folder, multi)
 
     def close(self) -> None:
-        conn, process = self._conn, self._process
         self._conn = self._process = None
-        if conn is not None:
-            try:
-                conn.send(None)
-            except OSError:
-                pass
-            conn.close()
-        if process is not None:
-            stop_child(process)
+        self._finalizer()
+
+
+def _end_child(conn: Connection | None, process: Any) -> None:
+    if conn is not None:
+        try:
+            conn.send(None)
+        except OSError:
+            pass
+        conn.close()
+    if process is not None:
+        stop_child(process)
 
 
 def _draw_in_child(conn: Connection, parent: int) -> None:

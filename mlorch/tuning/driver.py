@@ -258,6 +258,7 @@ class SweepDriver:
                 except Exception:
                     pass
             self._await_deferred(timeout=30.0)
+            self._drop_late_futures()
             if self.trial_server is not None:
                 self.trial_server.shutdown(self.client)
             self.pool.release_all()
@@ -430,7 +431,13 @@ class SweepDriver:
             rec.future = None  # the client forgets the key
             return
         rec.value_taken = True
-        gathered = asyncio.run_coroutine_threadsafe(_gather(self.client, rec.future), event_loop(self.client))
+        try:
+            gathered = asyncio.run_coroutine_threadsafe(_gather(self.client, rec.future), event_loop(self.client))
+        except Exception as exc:  # noqa: BLE001 - e.g. the client's loop is closing: the trial still ends
+            failed: Future[Any] = Future()
+            failed.set_exception(exc)
+            self.events.put(("returned", rec, failed))
+            return
         gathered.add_done_callback(lambda done: self.events.put(("returned", rec, done)))
 
     def _on_returned(self, rec: TrialRecord, gathered: Future[Any]) -> None:
@@ -483,6 +490,17 @@ class SweepDriver:
                 self._on_finished(event[1])
             elif event[0] == "returned" and event[1].closed:
                 self._on_returned(*event[1:])
+
+    def _drop_late_futures(self) -> None:
+        """Forget the futures of objective tasks whose end came after the loop (their values were
+        taken), so their results do not stay on the workers while the sweep object lives."""
+        while True:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+            if event[0] == "finished" and event[1].value_taken:
+                event[1].future = None
 
     def _end_deferred(self, rec: TrialRecord) -> None:
         if rec.deferred is not None:

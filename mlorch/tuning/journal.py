@@ -11,12 +11,13 @@ Everything else is Optuna's: the same lines (``optuna.storages.journal.JournalFi
 opens this file, and the other way round, also while both write; ``tests/test_journal.py``)
 and the same symlink lock.
 
-Durability: every line is written (so another process, or this one after a crash of the
-driver, reads it at once); the file is ``fsync``-ed when a line creates or deletes a study
-or changes a trial's state (``tell``, and a trial made RUNNING). Optuna's backend
-fsyncs every line; for a sweep that is 4-5 fsyncs per trial, on the driver's critical path.
-A machine that loses power can so lose only what was written since the last state change:
-parameters and attributes of trials still running, which resuming runs again anyway.
+Durability: every line is written at once (so another process, or this one after its
+driver crashed, reads it); the file is ``fsync``-ed after a line that creates or deletes a
+study or sets a trial's state (``tell``; an enqueued trial made RUNNING). Optuna's backend
+fsyncs every line: 4-5 fsyncs per trial, on the driver's critical path. A machine that loses
+power can so lose what was written since the last such line: trials asked since (their
+creation, parameters, attributes) and study attributes, which a resumed sweep runs or
+writes again.
 """
 
 from __future__ import annotations

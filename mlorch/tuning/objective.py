@@ -71,9 +71,12 @@ def _push(topic: str, number: int, result: Any) -> None:
     from distributed import get_worker
     from distributed.protocol.pickle import dumps
 
-    payload = bytes(dumps(result))
-    if len(payload) <= PUSH_LIMIT:
-        get_worker().log_event(topic, {"trial": number, "payload": payload})
+    try:
+        payload = bytes(dumps(result))
+        if len(payload) <= PUSH_LIMIT:
+            get_worker().log_event(topic, {"trial": number, "payload": payload})
+    except Exception:  # noqa: BLE001 - the driver gathers the result (or its pickling error) instead
+        pass
 
 
 def _run(call: ObjectiveCall) -> Any:

@@ -242,7 +242,8 @@ class TrialServer:
 
     def shutdown(self, client: Any = None) -> None:
         """The sweep is over: its thread ends, and the scheduler forgets its handler (late calls of a
-        zombie trial then get "the sweep has ended"). Never raises."""
+        zombie trial then get "the sweep has ended") or the endpoint closes (they fail to connect,
+        and the zombie's task fails; its trial was told long ago). Never raises."""
         _forget_server(self.handler)
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.endpoint is not None:

@@ -3,10 +3,10 @@
 Default: ``JournalStorage(JournalFile(<project home>/optuna/journal.log))``, an
 append-only log that survives a killed driver and that ``optuna-dashboard`` opens
 as it is (``JournalFile`` is Optuna's file backend that does not reread the file when
-only this process wrote it; ``journal.py``). Only the driver reads and writes it: a plain Optuna objective's trial calls
-are answered by the driver (``remote_trial.py``), except where the scheduler runs in a
-process of its own (``kind: address``); there the objective runs on a worker with a real
-``optuna.Trial`` on the same journal (one machine or a shared file system).
+only this process wrote it; ``journal.py``). Only the driver reads and writes it: a plain
+Optuna objective's trial calls are answered by the driver (``remote_trial.py``), except on a
+cluster mlorch did not start (``kind: address``); there the objective runs on a worker with
+a real ``optuna.Trial`` on the same journal (one machine or a shared file system).
 
 Workers reopen a storage from a small picklable *spec* (a path or a URL), and keep
 one storage object per spec per process: a journal is replayed incrementally, not
