@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_objective.py                 # 2,000 trials, all three
     .venv/bin/python benchmarks/bench_objective.py --trials 500
     .venv/bin/python benchmarks/bench_objective.py --round-trips   # no pre-suggestion (for comparison)
+    .venv/bin/python benchmarks/bench_objective.py --mlorch-only   # the tracked sweep alone, in a fresh process
+    .venv/bin/python benchmarks/bench_objective.py --sampler-cost  # TPE's ask/suggest/tell alone
 
 One script run, same machine, same objective (two float parameters, a quadratic), TPE
 (Optuna 5.0's defaults; mlorch's "tpe" keeps ``constant_liar=True``, Optuna's default):
@@ -133,6 +135,7 @@ def main() -> None:
         "--round-trips", action="store_true", help="no pre-suggestion: every suggest_* of a worker asks the driver"
     )
     parser.add_argument("--sampler-cost", action="store_true", help="only TPE's ask/suggest/tell, in memory and on the journal")
+    parser.add_argument("--mlorch-only", action="store_true", help="only mlorch with tracking, in this fresh process (no ratio)")
     args = parser.parse_args()
     n = args.trials
     if args.sampler_cost:
@@ -144,10 +147,13 @@ def main() -> None:
         from mlorch.tuning.remote_trial import TrialServer
 
         TrialServer.presuggest = False
-    base, base_fifths = bench_optuna(n)
-    rows = [("optuna study.optimize(n_jobs=2), in memory", base, base_fifths, None)]
+    rows: list[tuple[str, float, list[float], float | None]] = []
+    base = None
+    if not args.mlorch_only:
+        base, base_fifths = bench_optuna(n)
+        rows.append(("optuna study.optimize(n_jobs=2), in memory", base, base_fifths, None))
     with tempfile.TemporaryDirectory(prefix="bench-objective-") as tmp:
-        for tracking in (True, False) if not args.skip_untracked else (True,):
+        for tracking in (True,) if args.skip_untracked or args.mlorch_only else (True, False):
             folder = Path(tmp) / ("tracked" if tracking else "untracked")
             folder.mkdir()
             rate, fifths, total = bench_mlorch(n, folder, tracking)
@@ -158,7 +164,8 @@ def main() -> None:
     for label, rate, fifths, total in rows:
         per = " ".join(f"{f:6.1f}" for f in fifths)
         extra = "" if total is None else f"; {total:.1f}/s until mo.sweep returned"
-        print(f"  {label:46s}: {rate:6.1f} trials/s ({rate / base:.2f}x){extra}")
+        ratio = "" if base is None else f" ({rate / base:.2f}x)"
+        print(f"  {label:46s}: {rate:6.1f} trials/s{ratio}{extra}")
         print(f"  {'':46s}  per fifth: {per}")
 
 

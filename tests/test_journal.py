@@ -70,3 +70,23 @@ def test_a_line_still_being_written_is_read_once_it_is_complete(tmp_path):
         f.write(line[10:])
     trials = study.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["WAITING"] and trials[0].system_attrs["fixed_params"] == {"x": 0.5}
+
+
+def test_the_file_is_fsynced_when_a_study_is_made_and_a_trial_ends_not_after_every_line(tmp_path, monkeypatch):
+    import os
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    path = tmp_path / "journal.log"
+    study = optuna.create_study(study_name="durable", storage=JournalStorage(JournalFile(str(path))))
+    assert len(synced) == 1  # the study
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.suggest_int("n", 0, 3)
+    trial.set_user_attr("k", "v")
+    assert len(synced) == 1  # asked, two parameters, an attribute: written, not fsynced
+    assert len(path.read_text().splitlines()) == 5  # ... but on the file for other readers at once
+    study.tell(trial, 1.0)
+    assert len(synced) == 2  # the trial's end is on disk

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 from mlorch.execution.worker_main import CHILD_PREFIX, keep_main_out_of_workers
@@ -25,13 +26,21 @@ __all__ = ["CHILD_PREFIX", "exit_with_parent", "spawn_child", "stop_child"]
 PARENT_CHECK = 1.0  # seconds between a child's checks that the driver still lives
 
 
-def spawn_child(target: Callable[..., None], args: tuple[Any, ...], name: str) -> Any:
-    """Start ``target(*args, parent_pid)`` in a daemonic spawn child named ``mlorch <name>``."""
+def spawn_child(target: Callable[..., None], args: tuple[Any, ...], name: str) -> tuple[Any, Connection]:
+    """Start ``target(*args, conn, parent_pid)`` in a daemonic spawn child named ``mlorch <name>``;
+    returns the process and the driver's end of the pipe whose other end is ``conn``."""
     keep_main_out_of_workers()
     context = multiprocessing.get_context("spawn")
-    process = context.Process(target=target, args=(*args, os.getpid()), name=f"{CHILD_PREFIX}{name}", daemon=True)
-    process.start()
-    return process
+    ours, theirs = context.Pipe()
+    process = context.Process(target=target, args=(*args, theirs, os.getpid()), name=f"{CHILD_PREFIX}{name}", daemon=True)
+    try:
+        process.start()
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()  # the child has its own copy
+    return process, ours
 
 
 def exit_with_parent(parent: int) -> None:

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 from multiprocessing.connection import Connection
 from typing import Any
 
 import dask.config
 from distributed import LocalCluster
-from distributed.deploy.spec import ProcessInterface
+from distributed.deploy.spec import ProcessInterface, SpecCluster
 
 from mlorch.execution.children import exit_with_parent, spawn_child, stop_child
 
@@ -56,10 +55,8 @@ class SchedulerProcess(ProcessInterface):
         await super().close()
 
     def _spawn(self) -> str:
-        reader, writer = multiprocessing.get_context("spawn").Pipe(duplex=False)
         config = dask.config.config  # what dask.config.set(...) changed in the driver, as Nanny gives its workers
-        process = spawn_child(_serve, (self.scheduler_kwargs, self.log_level, config, writer), "scheduler process")
-        writer.close()
+        process, reader = spawn_child(_serve, (self.scheduler_kwargs, self.log_level, config), "scheduler process")
         self.process = process
         try:
             if not reader.poll(self.timeout):
@@ -75,16 +72,19 @@ class SchedulerProcess(ProcessInterface):
         return str(value)
 
 
-class LocalClusterOwnScheduler(LocalCluster):
-    """A ``LocalCluster`` (its workers, options and defaults) whose scheduler is a :class:`SchedulerProcess`."""
+class _SchedulerInAProcess(SpecCluster):
+    """Between ``LocalCluster`` and ``SpecCluster`` in the MRO: takes the scheduler spec
+    ``LocalCluster`` passes to ``SpecCluster``'s (public) constructor and runs it in a child."""
 
-    async def _start(self) -> None:
-        spec = self.scheduler_spec
-        if spec is not None and spec.get("cls") is not SchedulerProcess:
-            quiet = ((self.new_spec or {}).get("options") or {}).get("silence_logs")  # as LocalCluster quiets its workers
-            options = {"scheduler_kwargs": dict(spec.get("options", {})), "log_level": quiet or None}
-            self.scheduler_spec = {"cls": SchedulerProcess, "options": options}
-        await super()._start()
+    def __init__(self, *, scheduler: dict[str, Any] | None = None, silence_logs: Any = False, **kwargs: Any):
+        if scheduler is not None and scheduler.get("cls") is not SchedulerProcess:
+            options = {"scheduler_kwargs": dict(scheduler.get("options", {})), "log_level": silence_logs or None}
+            scheduler = {"cls": SchedulerProcess, "options": options}
+        super().__init__(scheduler=scheduler, silence_logs=silence_logs, **kwargs)
+
+
+class LocalClusterOwnScheduler(LocalCluster, _SchedulerInAProcess):
+    """A ``LocalCluster`` (its workers, options and defaults) whose scheduler is a :class:`SchedulerProcess`."""
 
 
 def _serve(

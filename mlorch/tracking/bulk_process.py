@@ -16,7 +16,6 @@ its runs exist already, so that batch is written run by run and the duplicates a
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import threading
 from multiprocessing.connection import Connection
@@ -83,10 +82,7 @@ class WriterProcess:
     def _start(self) -> None:
         self.state = "starting"
         try:
-            ours, theirs = multiprocessing.get_context("spawn").Pipe()
-            self._process = spawn_child(_serve, (self.tracking_uri, theirs), "run writer process")
-            theirs.close()
-            self._conn = ours
+            self._process, self._conn = spawn_child(_serve, (self.tracking_uri,), "run writer process")
         except Exception as exc:  # noqa: BLE001 - the driver keeps writing itself
             self._broken(f"{type(exc).__name__}: {exc}")
 

@@ -11,7 +11,6 @@ process, its imports warmed by a thread while trials run; a long sweep's in a ch
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import re
 import tempfile
 import threading
@@ -71,10 +70,7 @@ class PlotsInChild:
         self._conn: Connection | None = None
         self._process: Any = None
         try:
-            ours, theirs = multiprocessing.get_context("spawn").Pipe()
-            self._process = spawn_child(_draw_in_child, (theirs,), "plots process")
-            theirs.close()
-            self._conn = ours
+            self._process, self._conn = spawn_child(_draw_in_child, (), "plots process")
         except Exception as exc:  # noqa: BLE001 - drawn here instead
             log.debug("sweep tracking: no plots process (%s): plots are drawn in the driver", exc)
         # A sweep that fails before its summary drops its tracker: the child goes with it.

@@ -405,9 +405,7 @@ class SweepDriver:
             rec.future = self.client.submit(run_objective, call, key=key, pure=False, resources=self.plan.resources)
             rec.future.add_done_callback(lambda _: self.events.put(("finished", rec)))
         except BaseException as exc:  # noqa: BLE001 - the trial fails, the sweep goes on
-            failed: Future[Any] = Future()
-            failed.set_exception(exc)
-            self.events.put(("returned", rec, failed))
+            self.events.put(("returned", rec, _settled(error=exc)))
 
     def _on_pushed(self, msg: dict[str, Any]) -> None:
         """An objective's value, sent by its worker before its task ended."""
@@ -416,14 +414,13 @@ class SweepDriver:
             return
         from distributed.protocol.pickle import loads
 
-        value: Future[Any] = Future()
         try:
-            value.set_result(loads(msg["payload"]))
+            value = loads(msg["payload"])
         except Exception as exc:  # noqa: BLE001 - the task's own result is gathered instead
             log.debug("sweep '%s': trial %d: unreadable value event (%s)", self.plan.name, rec.number, exc)
             return
         rec.value_taken = True
-        self._on_returned(rec, value)
+        self._on_returned(rec, _settled(value=value))
 
     def _on_finished(self, rec: TrialRecord) -> None:
         """An objective's task ended: done if its value came first; else fetch its result or error."""
@@ -434,9 +431,7 @@ class SweepDriver:
         try:
             gathered = asyncio.run_coroutine_threadsafe(_gather(self.client, rec.future), event_loop(self.client))
         except Exception as exc:  # noqa: BLE001 - e.g. the client's loop is closing: the trial still ends
-            failed: Future[Any] = Future()
-            failed.set_exception(exc)
-            self.events.put(("returned", rec, failed))
+            self.events.put(("returned", rec, _settled(error=exc)))
             return
         gathered.add_done_callback(lambda done: self.events.put(("returned", rec, done)))
 
@@ -686,6 +681,16 @@ class SweepDriver:
 
 class _BadResult(Exception):
     pass
+
+
+def _settled(value: Any = None, error: BaseException | None = None) -> Future[Any]:
+    """A finished future holding ``value`` or ``error`` (how an objective's end reaches ``_on_returned``)."""
+    done: Future[Any] = Future()
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(value)
+    return done
 
 
 async def _gather(client: Any, future: Any) -> Any:
